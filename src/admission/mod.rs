@@ -1,0 +1,59 @@
+//! Admission decisions. Pure: a decoded request and the configuration in, a decision out.
+//! The HTTP layer (`crate::server`) only decodes, calls these and encodes.
+
+pub mod mutate;
+pub mod policy;
+pub mod review;
+pub mod revision;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+use kube::core::DynamicObject;
+use serde_json::Value;
+
+use crate::settings::Defaults;
+use policy::Policies;
+
+/// What the webhook needs to decide.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub defaults: Defaults,
+    pub manage_by_default: bool,
+    /// The identity of canary-gate's own ServiceAccount: the only one that may change managed
+    /// objects during a rollout, and whose writes pass the webhooks untouched.
+    pub controller_username: String,
+    pub policies: Policies,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            defaults: Defaults::default(),
+            manage_by_default: false,
+            controller_username: "system:serviceaccount:canary-gate:canary-gate".into(),
+            policies: Policies::default(),
+        }
+    }
+}
+
+pub(crate) fn annotations(obj: &DynamicObject) -> BTreeMap<String, String> {
+    obj.metadata.annotations.clone().unwrap_or_default()
+}
+
+pub(crate) fn labels(obj: &DynamicObject) -> BTreeMap<String, String> {
+    obj.metadata.labels.clone().unwrap_or_default()
+}
+
+pub(crate) fn template(obj: &DynamicObject) -> Option<&Value> {
+    obj.data.pointer("/spec/template")
+}
+
+pub(crate) fn is_paused(obj: &DynamicObject) -> bool {
+    obj.data.pointer("/spec/paused").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// The group and kind of the object under review, e.g. `("apps", "Deployment")`.
+pub(crate) fn group_kind(req: &review::Request) -> (&str, &str) {
+    (req.kind.group.as_str(), req.kind.kind.as_str())
+}

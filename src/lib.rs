@@ -1,0 +1,8 @@
+#![forbid(unsafe_code)]
+//! canary-gate: every `kubectl apply` of a Deployment becomes a canary release on Istio,
+//! gated by PromQL against Prometheus. See `design.md` and the README.
+
+pub mod admission;
+pub mod annotations;
+pub mod rollout;
+pub mod settings;

@@ -1,0 +1,3 @@
+//! The rollout: its state, the pure state machine and the objects it wants in the cluster.
+
+pub mod state;
