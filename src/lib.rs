@@ -6,3 +6,7 @@ pub mod admission;
 pub mod annotations;
 pub mod rollout;
 pub mod settings;
+pub mod metrics;
+pub mod server;
+pub mod analyzer;
+pub mod cli;

@@ -198,3 +198,194 @@ fn add(patch: &mut Patch, tokens: &[&str], value: Value) {
     let path = PointerBuf::from_tokens(tokens.iter().copied());
     patch.0.push(PatchOperation::Add(AddOperation { path, value }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::review::decode;
+
+    fn fixture(name: &str) -> Request {
+        let path = format!("{}/tests/fixtures/admission/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        decode(&body).expect("fixture decodes")
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-27T12:00:00Z".parse().expect("ts")
+    }
+
+    /// The object the apiserver would store after applying our patch.
+    fn patched(req: &Request, m: &Mutation) -> Value {
+        let mut obj = serde_json::to_value(req.object.as_ref().expect("object")).expect("json");
+        if let Mutation::Patch { patch, .. } = m {
+            json_patch::patch(&mut obj, patch).expect("patch applies to the object as sent");
+        }
+        obj
+    }
+
+    fn ann_of(obj: &Value, key: &str) -> Option<String> {
+        obj["metadata"]["annotations"][key].as_str().map(str::to_string)
+    }
+
+    #[test]
+    fn managed_template_change_pauses_and_records_the_rollout() {
+        let req = fixture("21-managed-update-image-kubectl-apply.mutate");
+        let m = decide(&req, &WebhookConfig::default(), now());
+        let Mutation::Patch { warnings, .. } = &m else { panic!("{m:?}") };
+        let obj = patched(&req, &m);
+        assert_eq!(obj["spec"]["paused"], true);
+        assert_eq!(ann_of(&obj, ann::PHASE).as_deref(), Some("Pending"));
+        assert_eq!(ann_of(&obj, ann::WEIGHT).as_deref(), Some("0"));
+        assert_eq!(ann_of(&obj, ann::STARTED_AT).as_deref(), Some("2026-11-27T12:00:00Z"));
+        let old_rev = template_revision(template(req.old_object.as_ref().expect("old")).expect("t"));
+        let new_rev = template_revision(template(req.object.as_ref().expect("new")).expect("t"));
+        assert_eq!(ann_of(&obj, ann::STABLE_REVISION), Some(old_rev));
+        assert_eq!(ann_of(&obj, ann::CANARY_REVISION), Some(new_rev));
+        // The user's template is untouched: no drift for kubectl / GitOps.
+        assert_eq!(obj["spec"]["template"], serde_json::to_value(req.object.as_ref().expect("o")).expect("j")["spec"]["template"]);
+        assert_eq!(
+            warnings.last().map(String::as_str),
+            Some("podinfo: canary 6.0.0 → 6.0.1, 10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms")
+        );
+    }
+
+    #[test]
+    fn dry_run_gets_the_same_answer() {
+        let live = decide(&fixture("21-managed-update-image-kubectl-apply.mutate"), &WebhookConfig::default(), now());
+        let dry = decide(&fixture("22-managed-update-image-dry-run-server.mutate"), &WebhookConfig::default(), now());
+        let (Mutation::Patch { patch: a, .. }, Mutation::Patch { patch: b, warnings, .. }) = (&live, &dry) else {
+            panic!("{live:?} {dry:?}")
+        };
+        // The captures change different images; the answer has the same shape, no shortcut.
+        let paths = |p: &Patch| p.0.iter().map(|op| op.path().to_string()).collect::<Vec<_>>();
+        assert_eq!(paths(a), paths(b));
+        assert!(warnings.iter().any(|w| w.contains("dry run")));
+    }
+
+    #[test]
+    fn pass_through_cases() {
+        let cfg = WebhookConfig::default();
+        for (name, reason) in [
+            ("20-managed-create-kubectl-apply.mutate", "not_an_update"),
+            ("25-managed-update-scale-subresource.mutate", "not_a_deployment"),
+            ("07-update-scale-subresource.mutate", "not_a_deployment"),
+            ("02-update-image-kubectl-apply.mutate", "not_managed"),
+            ("08-update-metadata-only-annotate.mutate", "not_managed"),
+            ("23-managed-update-image-server-side-apply.mutate.2", "template_unchanged"),
+            ("23-managed-update-image-server-side-apply.mutate.8", "template_unchanged"),
+        ] {
+            assert_eq!(decide(&fixture(name), &cfg, now()), Mutation::Pass { reason }, "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_denied_naming_the_annotation() {
+        let m = decide(&fixture("26-managed-update-bad-max-weight.mutate"), &WebhookConfig::default(), now());
+        let Mutation::Deny { message, .. } = m else { panic!("{m:?}") };
+        assert!(message.contains("canary-gate.io/max-weight=\"150\""), "{message}");
+        assert!(message.contains("from 1 to 100"), "{message}");
+    }
+
+    /// Fixture with the rollout state of `state` on both objects (as stored) and valid settings.
+    fn with_state(name: &str, state: &RolloutState, paused: bool) -> Request {
+        let mut req = fixture(name);
+        for obj in [req.object.as_mut(), req.old_object.as_mut()].into_iter().flatten() {
+            let a = obj.metadata.annotations.get_or_insert_with(Default::default);
+            a.remove(ann::MAX_WEIGHT);
+            for (k, v) in state.to_annotations() {
+                if let Some(v) = v {
+                    a.insert(k.to_string(), v);
+                }
+            }
+            obj.data["spec"]["paused"] = Value::Bool(paused);
+        }
+        req
+    }
+
+    fn revs(req: &Request) -> (String, String) {
+        let t = |o: Option<&DynamicObject>| template_revision(o.and_then(template).expect("template"));
+        (t(req.old_object.as_ref()), t(req.object.as_ref()))
+    }
+
+    #[test]
+    fn ssa_reset_of_paused_is_held_during_a_rollout() {
+        let base = fixture("23-managed-update-image-server-side-apply.mutate.7");
+        let (_, rev) = revs(&base);
+        let state = RolloutState { phase: Phase::Progressing, ..RolloutState::pending(rev, "stable0001".into(), now()) };
+        let mut req = with_state("23-managed-update-image-server-side-apply.mutate.7", &state, true);
+        req.object.as_mut().expect("o").data["spec"]["paused"] = Value::Bool(false);
+        let m = decide(&req, &WebhookConfig::default(), now());
+        assert_eq!(m.reason(), "hold");
+        assert_eq!(patched(&req, &m)["spec"]["paused"], true);
+    }
+
+    #[test]
+    fn reapplying_the_stable_template_cancels() {
+        let probe = fixture("21-managed-update-image-kubectl-apply.mutate");
+        let (old_rev, new_rev) = revs(&probe);
+        // Rollout of old_rev running; user re-applies new_rev which is what stable runs.
+        let state = RolloutState { phase: Phase::Progressing, ..RolloutState::pending(old_rev, new_rev, now()) };
+        let req = with_state("21-managed-update-image-kubectl-apply.mutate", &state, true);
+        let m = decide(&req, &WebhookConfig::default(), now());
+        assert_eq!(m.reason(), "cancel");
+        let obj = patched(&req, &m);
+        assert_eq!(obj["spec"]["paused"], false);
+        assert_eq!(ann_of(&obj, ann::PHASE).as_deref(), Some("Cancelled"));
+    }
+
+    #[test]
+    fn a_newer_template_mid_rollout_restarts_and_keeps_the_running_stable() {
+        let probe = fixture("24-managed-update-image-set-image.mutate");
+        let (old_rev, new_rev) = revs(&probe);
+        let state = RolloutState { phase: Phase::Progressing, weight: 20, ..RolloutState::pending(old_rev, "s0s0s0s0s0".into(), now()) };
+        let req = with_state("24-managed-update-image-set-image.mutate", &state, true);
+        let m = decide(&req, &WebhookConfig::default(), now());
+        let Mutation::Patch { warnings, .. } = &m else { panic!("{m:?}") };
+        assert!(warnings[0].contains("restarted on the newer revision"), "{warnings:?}");
+        let obj = patched(&req, &m);
+        assert_eq!(ann_of(&obj, ann::STABLE_REVISION).as_deref(), Some("s0s0s0s0s0"));
+        assert_eq!(ann_of(&obj, ann::CANARY_REVISION), Some(new_rev));
+        assert_eq!(ann_of(&obj, ann::WEIGHT).as_deref(), Some("0"));
+        assert_eq!(ann_of(&obj, ann::PHASE).as_deref(), Some("Pending"));
+    }
+
+    #[test]
+    fn patch_applies_to_objects_without_annotations_and_already_paused() {
+        let mut req = fixture("28-managed-update-paused-already.mutate.2");
+        req.object.as_mut().expect("o").metadata.annotations = None;
+        req.old_object.as_mut().expect("o").metadata.annotations = None;
+        let cfg = WebhookConfig { manage_by_default: true, ..WebhookConfig::default() };
+        let m = decide(&req, &cfg, now());
+        assert_eq!(m.reason(), "rollout_started");
+        let obj = patched(&req, &m);
+        assert_eq!(obj["spec"]["paused"], true);
+        assert_eq!(ann_of(&obj, ann::PHASE).as_deref(), Some("Pending"));
+    }
+
+    #[test]
+    fn the_controller_passes_untouched() {
+        let mut req = fixture("21-managed-update-image-kubectl-apply.mutate");
+        let cfg = WebhookConfig::default();
+        req.user_info.username = Some(cfg.controller_username.clone());
+        assert_eq!(decide(&req, &cfg, now()), Mutation::Pass { reason: "controller" });
+    }
+
+    #[test]
+    fn opting_out_mid_rollout_releases_the_hold() {
+        let probe = fixture("21-managed-update-image-kubectl-apply.mutate");
+        let (_, new_rev) = revs(&probe);
+        let state = RolloutState { phase: Phase::Progressing, ..RolloutState::pending(new_rev, "s".into(), now()) };
+        let mut req = with_state("21-managed-update-image-kubectl-apply.mutate", &state, true);
+        req.object.as_mut().expect("o").metadata.annotations.as_mut().expect("a").remove(ann::ENABLED);
+        let m = decide(&req, &WebhookConfig::default(), now());
+        assert_eq!(m.reason(), "opt_out");
+        assert_eq!(patched(&req, &m)["spec"]["paused"], false);
+    }
+
+    #[test]
+    fn update_without_old_object_is_denied_not_panicking() {
+        let mut req = fixture("21-managed-update-image-kubectl-apply.mutate");
+        req.old_object = None;
+        assert_eq!(decide(&req, &WebhookConfig::default(), now()).reason(), "malformed");
+    }
+}

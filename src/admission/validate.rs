@@ -104,3 +104,89 @@ pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
     }
     Validation::Allow { reason: "valid" }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::review::decode;
+
+    fn fixture(name: &str) -> Request {
+        let path = format!("{}/tests/fixtures/admission/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        decode(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).expect("decodes")
+    }
+
+    #[test]
+    fn fixtures_without_canary_gate_objects_are_allowed() {
+        let cfg = WebhookConfig::default();
+        for name in [
+            "01-create-kubectl-apply.validate",
+            "02-update-image-kubectl-apply.validate",
+            "10-create-virtualservice.validate",
+            "11-create-destinationrule.validate",
+            "12-update-virtualservice-json-patch.validate",
+            "13-delete-virtualservice.validate",
+            "15-delete-deployment.validate",
+            "20-managed-create-kubectl-apply.validate",
+            "21-managed-update-image-kubectl-apply.validate",
+            "29-managed-delete-deployment.validate",
+        ] {
+            let v = decide(&fixture(name), &cfg);
+            assert!(matches!(v, Validation::Allow { .. }), "{name}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn bad_max_weight_is_denied() {
+        let v = decide(&fixture("26-managed-update-bad-max-weight.validate"), &WebhookConfig::default());
+        let Validation::Deny { message, .. } = v else { panic!("{v:?}") };
+        assert_eq!(
+            message,
+            "deployment podinfo: annotation canary-gate.io/max-weight=\"150\" is invalid: must be a whole number from 1 to 100"
+        );
+    }
+
+    #[test]
+    fn managed_objects_are_guarded_from_everyone_but_the_controller() {
+        let cfg = WebhookConfig::default();
+        for name in ["12-update-virtualservice-json-patch.validate", "13-delete-virtualservice.validate"] {
+            let mut req = fixture(name);
+            for obj in [req.object.as_mut(), req.old_object.as_mut()].into_iter().flatten() {
+                obj.metadata.labels.get_or_insert_with(Default::default).insert(ann::MANAGED_LABEL.into(), "true".into());
+                obj.metadata.annotations.get_or_insert_with(Default::default).insert(ann::OWNER.into(), "podinfo".into());
+            }
+            let v = decide(&req, &cfg);
+            let Validation::Deny { message, .. } = &v else { panic!("{name}: {v:?}") };
+            assert!(message.contains("managed by canary-gate for the rollout of podinfo"), "{message}");
+            assert!(message.contains("canary-gate.io/action=abort"), "{message}");
+            req.user_info.username = Some(cfg.controller_username.clone());
+            assert_eq!(decide(&req, &cfg), Validation::Allow { reason: "controller" });
+        }
+    }
+
+    #[test]
+    fn stripping_the_label_does_not_escape_the_guard() {
+        let mut req = fixture("12-update-virtualservice-json-patch.validate");
+        let old = req.old_object.as_mut().expect("old");
+        old.metadata.labels.get_or_insert_with(Default::default).insert(ann::MANAGED_LABEL.into(), "true".into());
+        assert_eq!(decide(&req, &WebhookConfig::default()).reason(), "managed_object");
+    }
+
+    #[test]
+    fn policies_apply_to_new_templates_only() {
+        let cfg = WebhookConfig::default();
+        let mut req = fixture("21-managed-update-image-kubectl-apply.validate");
+        let containers = &mut req.object.as_mut().expect("o").data["spec"]["template"]["spec"]["containers"][0];
+        containers["image"] = "ghcr.io/stefanprodan/podinfo:latest".into();
+        containers.as_object_mut().expect("obj").remove("readinessProbe");
+        let v = decide(&req, &cfg);
+        let Validation::Deny { message, .. } = &v else { panic!("{v:?}") };
+        assert!(message.contains("readinessProbe is required"), "{message}");
+        assert!(message.contains("no fixed version"), "{message}");
+        // Metadata-only changes to a Deployment that does not comply still pass.
+        let mut req = fixture("23-managed-update-image-server-side-apply.validate.2");
+        for obj in [req.object.as_mut(), req.old_object.as_mut()].into_iter().flatten() {
+            obj.data["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx".into();
+        }
+        assert_eq!(decide(&req, &cfg), Validation::Allow { reason: "valid" });
+    }
+}

@@ -147,7 +147,7 @@ namespaceSelector shared by both webhooks: only namespaces labelled
 canary-gate.io/enabled=true, never kube-system nor the release namespace.
 */}}
 {{- define "canary-gate.namespaceSelector" -}}
-{{- $excluded := concat (list "kube-system" .Release.Namespace) (.Values.webhook.excludeNamespaces | default list) | uniq }}
+{{- $excluded := concat (list "kube-system" .Release.Namespace) (default (list) .Values.webhook.excludeNamespaces) | uniq -}}
 namespaceSelector:
   matchExpressions:
     - key: canary-gate.io/enabled

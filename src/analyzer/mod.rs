@@ -1,0 +1,3 @@
+//! The background half of `serve`: turns recorded rollouts into canary releases.
+
+pub mod run;

@@ -1,0 +1,286 @@
+//! Command-line interface: the clap `Args` and the one `run()` that wires everything.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+
+use crate::admission::policy::Policies;
+use crate::admission::WebhookConfig;
+use crate::metrics::Metrics;
+use crate::server::health::Health;
+use crate::server::http::{admin_router, serve_webhook, webhook_router, AppState};
+use crate::server::tls::CertStore;
+use crate::settings::Defaults;
+
+#[derive(Debug, Parser)]
+#[command(name = "canary-gate", version, about = "Every kubectl apply of a Deployment becomes a canary release on Istio, gated by PromQL")]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+    #[arg(long, env = "CANARY_GATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the admission webhook and the analyzer.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Debug, Clone, ClapArgs)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub analyzer: AnalyzerArgs,
+}
+
+#[derive(Debug, Clone, ClapArgs)]
+#[command(next_help_heading = "Webhook")]
+pub struct WebhookArgs {
+    /// HTTPS address for /mutate and /validate.
+    #[arg(long, env = "CANARY_GATE_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "CANARY_GATE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+    /// PEM certificate chain served by the webhook (reloaded when it changes).
+    #[arg(long, env = "CANARY_GATE_TLS_CERT", default_value = "/tls/tls.crt")]
+    pub tls_cert: PathBuf,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "CANARY_GATE_TLS_KEY", default_value = "/tls/tls.key")]
+    pub tls_key: PathBuf,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, env = "CANARY_GATE_TLS_RELOAD_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub tls_reload_interval: Duration,
+    /// Manage every Deployment in an opted-in namespace, not only annotated ones.
+    #[arg(long, env = "CANARY_GATE_MANAGE_BY_DEFAULT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub manage_by_default: bool,
+    /// The username of canary-gate's own ServiceAccount: the only identity allowed to change
+    /// managed objects while a rollout runs.
+    #[arg(long, env = "CANARY_GATE_CONTROLLER_USERNAME", default_value = "system:serviceaccount:canary-gate:canary-gate")]
+    pub controller_username: String,
+}
+
+#[derive(Debug, Clone, ClapArgs)]
+#[command(next_help_heading = "Analysis defaults (overridable per Deployment by annotation)")]
+pub struct AnalysisArgs {
+    #[arg(long, env = "CANARY_GATE_DEFAULT_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub default_interval: Duration,
+    #[arg(long, env = "CANARY_GATE_DEFAULT_STEP_WEIGHT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub default_step_weight: u32,
+    #[arg(long, env = "CANARY_GATE_DEFAULT_MAX_WEIGHT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub default_max_weight: u32,
+    /// Failed checks before a rollback.
+    #[arg(long, env = "CANARY_GATE_DEFAULT_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub default_threshold: u32,
+    /// Minimum request success rate, percent.
+    #[arg(long, env = "CANARY_GATE_DEFAULT_MIN_SUCCESS_RATE", default_value_t = 99.0)]
+    pub default_min_success_rate: f64,
+    /// Maximum p99 request duration, milliseconds.
+    #[arg(long, env = "CANARY_GATE_DEFAULT_MAX_P99_MS", default_value_t = 500.0)]
+    pub default_max_p99_ms: f64,
+    /// Consecutive intervals without usable data before a rollback.
+    #[arg(long, env = "CANARY_GATE_DEFAULT_INCONCLUSIVE_LIMIT", default_value_t = 10)]
+    pub default_inconclusive_limit: u32,
+}
+
+#[derive(Debug, Clone, ClapArgs)]
+#[command(next_help_heading = "Rollout policies (validating webhook)")]
+pub struct PolicyArgs {
+    #[arg(long, env = "CANARY_GATE_POLICY_REQUIRE_READINESS_PROBE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub policy_require_readiness_probe: bool,
+    #[arg(long, env = "CANARY_GATE_POLICY_FORBID_LATEST_TAG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub policy_forbid_latest_tag: bool,
+    #[arg(long, env = "CANARY_GATE_POLICY_REQUIRE_RESOURCE_REQUESTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub policy_require_resource_requests: bool,
+}
+
+#[derive(Debug, Clone, ClapArgs)]
+#[command(next_help_heading = "Analyzer")]
+pub struct AnalyzerArgs {
+    /// Run only the webhook.
+    #[arg(long, env = "CANARY_GATE_NO_ANALYZER", default_value_t = false)]
+    pub no_analyzer: bool,
+    #[arg(long, env = "CANARY_GATE_PROMETHEUS_URL", default_value = "http://prometheus.monitoring:9090")]
+    pub prometheus_url: String,
+    /// Timeout of one Prometheus query.
+    #[arg(long, env = "CANARY_GATE_PROMETHEUS_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub prometheus_timeout: Duration,
+    /// Timeout of one Kubernetes API call.
+    #[arg(long, env = "CANARY_GATE_KUBE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub kube_timeout: Duration,
+    /// Namespace of the leader-election Lease (the pod's own namespace in the chart).
+    #[arg(long, env = "CANARY_GATE_LEASE_NAMESPACE", default_value = "canary-gate")]
+    pub lease_namespace: String,
+    #[arg(long, env = "CANARY_GATE_LEASE_NAME", default_value = "canary-gate-analyzer")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "CANARY_GATE_POD_NAME", default_value = "canary-gate-local")]
+    pub pod_name: String,
+}
+
+impl ServeArgs {
+    pub fn webhook_config(&self) -> WebhookConfig {
+        WebhookConfig {
+            defaults: self.analysis.defaults(),
+            manage_by_default: self.webhook.manage_by_default,
+            controller_username: self.webhook.controller_username.clone(),
+            policies: Policies {
+                require_readiness_probe: self.policy.policy_require_readiness_probe,
+                forbid_latest_tag: self.policy.policy_forbid_latest_tag,
+                require_resource_requests: self.policy.policy_require_resource_requests,
+            },
+        }
+    }
+}
+
+impl AnalysisArgs {
+    pub fn defaults(&self) -> Defaults {
+        Defaults {
+            interval: self.default_interval,
+            step_weight: self.default_step_weight,
+            max_weight: self.default_max_weight,
+            threshold: self.default_threshold,
+            min_success_rate: self.default_min_success_rate,
+            max_p99_ms: self.default_max_p99_ms,
+            inconclusive_limit: self.default_inconclusive_limit,
+            ..Defaults::default()
+        }
+    }
+}
+
+/// Entry point from `main`.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    match args.command {
+        Command::Serve(serve) => {
+            let running = start(*serve).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            running.stop().await;
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// A started `serve`: its bound addresses and the means to stop it.
+pub struct Running {
+    pub webhook_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    handle: axum_server::Handle<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    admin_shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        let _ = self.admin_shutdown.send(true);
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the webhook, the admin server and (unless disabled) the analyzer.
+pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
+    // One crypto provider for every TLS user in the process (webhook, kube client, reqwest).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Metrics::new();
+    let health = Arc::new(Health::default());
+
+    // Certificates are checked before anything binds: a bad pair is a startup error that
+    // names the file, not a listener that fails every handshake.
+    let certs = CertStore::load(&args.webhook.tls_cert, &args.webhook.tls_key)
+        .context("cannot start the webhook without a valid serving certificate (see certs/README.md or `canary-gate certs`)")?;
+    health.set_tls(true);
+
+    let state = AppState {
+        config: Arc::new(args.webhook_config()),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    let webhook_listener = std::net::TcpListener::bind(args.webhook.listen)
+        .with_context(|| format!("cannot listen on {} (--listen)", args.webhook.listen))?;
+    let webhook_addr = webhook_listener.local_addr()?;
+    let admin_listener = tokio::net::TcpListener::bind(args.webhook.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--admin-listen)", args.webhook.admin_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let mut tasks = Vec::new();
+    let handle = axum_server::Handle::new();
+    let tls_config = certs.server_config();
+    let router = webhook_router(state.clone());
+    let serve_handle = handle.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(error) = serve_webhook(webhook_listener, tls_config, router, serve_handle).await {
+            tracing::error!(%error, "webhook server stopped");
+        }
+    }));
+    let (admin_shutdown, mut admin_stop) = tokio::sync::watch::channel(false);
+    let admin = admin_router(state.clone());
+    tasks.push(tokio::spawn(async move {
+        let stop = async move {
+            let _ = admin_stop.wait_for(|s| *s).await;
+        };
+        if let Err(error) = axum::serve(admin_listener, admin).with_graceful_shutdown(stop).await {
+            tracing::error!(%error, "admin server stopped");
+        }
+    }));
+    tasks.push(tokio::spawn(certs.watch(args.webhook.tls_reload_interval, metrics.clone())));
+
+    if args.analyzer.no_analyzer {
+        health.set_analyzer("disabled (--no-analyzer)");
+    } else {
+        tasks.push(tokio::spawn(crate::analyzer::run::start_in_cluster(args.clone(), metrics.clone(), health.clone())));
+    }
+    tracing::info!(%webhook_addr, %admin_addr, analyzer = !args.analyzer.no_analyzer, "canary-gate serving");
+    Ok(Running { webhook_addr, admin_addr, metrics, health, handle, tasks, admin_shutdown })
+}

@@ -1,0 +1,191 @@
+//! Routes. The webhook handlers read the body themselves (bounded, with a timeout) so that
+//! every request gets an AdmissionReview answer: axum's `Json` extractor would reject a bad
+//! body before our code runs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use jiff::Timestamp;
+use kube::core::admission::AdmissionResponse;
+use tracing::Instrument;
+
+use super::health::Health;
+use crate::admission::mutate::{self, Mutation};
+use crate::admission::review::{self, DecodeError};
+use crate::admission::validate::{self, Validation};
+use crate::admission::WebhookConfig;
+use crate::metrics::{AdmissionLabels, EndpointLabels, Metrics};
+
+/// Real reviews are a few KiB; the apiserver caps objects at ~3 MiB and a review carries two.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// A client that has not sent its whole body by then is holding a connection hostage.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<WebhookConfig>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+pub fn webhook_router(state: AppState) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate_handler))
+        .route("/validate", post(validate_handler))
+        .with_state(state)
+}
+
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let (ready, report) = state.health.report();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, report).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+async fn mutate_handler(State(state): State<AppState>, request: Request) -> Response {
+    admit(state, Endpoint::Mutate, request.into_body()).await
+}
+
+async fn validate_handler(State(state): State<AppState>, request: Request) -> Response {
+    admit(state, Endpoint::Validate, request.into_body()).await
+}
+
+async fn admit(state: AppState, endpoint: Endpoint, body: Body) -> Response {
+    let started = Instant::now();
+    let outcome = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, MAX_BODY_BYTES)).await {
+        Err(_) => Err((StatusCode::REQUEST_TIMEOUT, "body not received in time")),
+        Ok(Err(_)) => Err((StatusCode::PAYLOAD_TOO_LARGE, "body unreadable or larger than 8 MiB")),
+        Ok(Ok(bytes)) => Ok(bytes),
+    };
+    let (status, body, labels) = match outcome {
+        Err((status, reason)) => {
+            tracing::warn!(endpoint = endpoint.name(), %status, reason, "admission body rejected");
+            let labels = AdmissionLabels { endpoint: endpoint.name(), outcome: "invalid", reason: "body" };
+            (status, review::encode(review::malformed_response("", reason)), labels)
+        }
+        Ok(bytes) => decide(&state, endpoint, &bytes),
+    };
+    state.metrics.admission_requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .admission_duration
+        .get_or_create(&EndpointLabels { endpoint: endpoint.name() })
+        .observe(started.elapsed().as_secs_f64());
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8]) -> (StatusCode, Vec<u8>, AdmissionLabels) {
+    let ep = endpoint.name();
+    let request = match review::decode(bytes) {
+        Ok(r) => r,
+        Err(error) => {
+            let (status, uid) = match &error {
+                DecodeError::NotJson(_) => (StatusCode::BAD_REQUEST, ""),
+                DecodeError::Malformed { uid, .. } => (StatusCode::OK, uid.as_str()),
+            };
+            tracing::warn!(endpoint = ep, uid, %error, "malformed admission request");
+            let labels = AdmissionLabels { endpoint: ep, outcome: "invalid", reason: error.kind() };
+            return (status, review::encode(review::malformed_response(uid, &error.to_string())), labels);
+        }
+    };
+    let span = tracing::info_span!(
+        "admission",
+        endpoint = ep,
+        uid = %request.uid,
+        kind = %request.kind.kind,
+        namespace = request.namespace.as_deref().unwrap_or(""),
+        name = %request.name,
+        operation = ?request.operation,
+        user = request.user_info.username.as_deref().unwrap_or(""),
+        dry_run = request.dry_run,
+    );
+    let _entered = span.enter();
+    let base = AdmissionResponse::from(&request);
+    let (response, outcome, reason) = match endpoint {
+        Endpoint::Mutate => match mutate::decide(&request, &state.config, Timestamp::now()) {
+            Mutation::Pass { reason } => (base, "allowed", reason),
+            Mutation::Deny { reason, message } => {
+                tracing::info!(reason, %message, "denied");
+                (base.deny(message), "denied", reason)
+            }
+            Mutation::Patch { reason, patch, warnings } => {
+                tracing::info!(reason, warnings = ?warnings, "patched");
+                match base.clone().with_patch(patch) {
+                    Ok(mut r) => {
+                        r.warnings = Some(warnings);
+                        (r, "patched", reason)
+                    }
+                    // Refusing is safer than letting an unguarded release through.
+                    Err(error) => {
+                        tracing::error!(%error, "patch could not be serialised");
+                        (base.deny("canary-gate could not encode its patch; retry"), "denied", "internal")
+                    }
+                }
+            }
+        },
+        Endpoint::Validate => match validate::decide(&request, &state.config) {
+            Validation::Allow { reason } => (base, "allowed", reason),
+            Validation::Deny { reason, message } => {
+                tracing::info!(reason, %message, "denied");
+                (base.deny(message), "denied", reason)
+            }
+        },
+    };
+    tracing::debug!(outcome, reason, "admission decided");
+    (StatusCode::OK, review::encode(response), AdmissionLabels { endpoint: ep, outcome, reason })
+}
+
+/// Serves the HTTPS webhook on an already bound listener until `shutdown` fires.
+pub async fn serve_webhook(
+    listener: std::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    // Slow or stuck clients are cut off at every stage: handshake, headers, first request.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).handshake_timeout(Duration::from_secs(10));
+    let mut server = axum_server::from_tcp(listener)?
+        .acceptor(acceptor)
+        .handle(handle)
+        .first_request_timeout(Duration::from_secs(10));
+    server.http_builder().http1().header_read_timeout(Duration::from_secs(10));
+    server.serve(router.into_make_service()).instrument(tracing::info_span!("webhook")).await
+}
