@@ -16,7 +16,8 @@
 #      structurally instead), then property assertions on the rendered YAML
 #      (RBAC, webhooks, TLS, env, security context, ...)
 #   4. prints one PASS/FAIL line per check and a closing
-#      "check-chart: N passed, M failed" line; exits 1 on any failure.
+#      "check-chart: N passed, M failed" line; exits 1 if any check failed,
+#      2 if the tools could not be installed.
 #
 # Environment overrides: CHECK_CHART_TOOLS (tools dir, default <repo>/.tools),
 # CHECK_CHART_K8S_VERSIONS (space separated, default "1.26.0 <newest known>").

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod server;
 pub mod analyzer;
 pub mod cli;
+pub mod cluster;
 pub mod gates;
 pub mod istio;
 pub mod judge;

@@ -1,3 +1,361 @@
-//! The background half of `serve`: turns recorded rollouts into canary releases.
+//! The background half of `serve`: every tick it reads the managed Deployments, evaluates the
+//! rollouts whose check is due (queries batched across rollouts), runs the pure state
+//! machine, persists the new state on the Deployment, then reconciles the cluster (twin,
+//! canary Service, routes) to that state. State first, world second: a crash in between is
+//! repaired by the next run, which reconciles the world to whatever state was persisted.
 
 pub mod run;
+mod world;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use tracing::Instrument;
+
+use crate::admission::revision::template_revision;
+use crate::annotations as ann;
+use crate::cluster::{Cluster, KubeError};
+use crate::gates::{self, by_workload, measured, BatchResult, WindowData, Workload};
+use crate::metrics::{Metrics, NameLabels, PhaseLabels, RolloutLabels};
+use crate::prom::QueryApi;
+use crate::rollout::machine::{self, Analysis, Effect, Observation, TwinStatus};
+use crate::rollout::state::{Action, Phase, RolloutState};
+use crate::rollout::twin::twin_name;
+use crate::settings::{is_managed, Defaults, Settings};
+
+/// How many rollouts are worked on at once (bounds concurrent calls to the API server).
+pub const CONCURRENCY: usize = 16;
+
+pub struct Analyzer<C, Q> {
+    pub cluster: Arc<C>,
+    pub prom: Arc<Q>,
+    pub defaults: Defaults,
+    pub manage_by_default: bool,
+    pub metrics: Arc<Metrics>,
+    /// The state the world was last reconciled to, per rollout. Empty after a restart, so
+    /// the first tick reconciles everything once.
+    reconciled: Mutex<HashMap<(String, String), (Phase, u32, String)>>,
+}
+
+/// One rollout being worked on in a tick.
+struct Item {
+    deployment: Deployment,
+    namespace: String,
+    name: String,
+    state: RolloutState,
+    settings: Settings,
+    twin: TwinStatus,
+    twin_present: bool,
+}
+
+/// What a tick did, for tests and logs.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TickReport {
+    pub rollouts: usize,
+    pub checks: usize,
+    pub queries: usize,
+    pub transitions: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
+    pub fn new(cluster: Arc<C>, prom: Arc<Q>, defaults: Defaults, manage_by_default: bool, metrics: Arc<Metrics>) -> Self {
+        Analyzer { cluster, prom, defaults, manage_by_default, metrics, reconciled: Mutex::new(HashMap::new()) }
+    }
+
+    /// Forget what was reconciled (a new leader must not trust an old memo).
+    pub fn reset(&self) {
+        self.reconciled.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Ticks every `every` until the task is dropped. Ticks do not drift: a slow tick is
+    /// followed by the next scheduled one, and lateness is measured.
+    pub async fn run(self: Arc<Self>, every: Duration, leader: tokio::sync::watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut was_leader = false;
+        loop {
+            let scheduled = ticker.tick().await;
+            let lateness = tokio::time::Instant::now().saturating_duration_since(scheduled);
+            self.metrics.tick_lateness.observe(lateness.as_secs_f64());
+            let is_leader = *leader.borrow();
+            if is_leader != was_leader {
+                tracing::info!(leader = is_leader, "analyzer leadership changed");
+                self.reset();
+                was_leader = is_leader;
+            }
+            if !is_leader {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let report = self.tick(Timestamp::now()).instrument(tracing::info_span!("tick")).await;
+            self.metrics.tick_duration.observe(started.elapsed().as_secs_f64());
+            if !report.transitions.is_empty() || !report.errors.is_empty() {
+                tracing::info!(rollouts = report.rollouts, checks = report.checks, queries = report.queries, transitions = ?report.transitions, errors = ?report.errors, "tick");
+            }
+        }
+    }
+
+    pub async fn tick(&self, now: Timestamp) -> TickReport {
+        let mut report = TickReport::default();
+        let deployments = match self.cluster.deployments().await {
+            Ok(d) => d,
+            Err(e) => {
+                report.errors.push(format!("list deployments: {e}"));
+                return report;
+            }
+        };
+        let index: HashMap<(String, String), &Deployment> = deployments
+            .iter()
+            .map(|d| ((d.metadata.namespace.clone().unwrap_or_default(), d.metadata.name.clone().unwrap_or_default()), d))
+            .collect();
+        let mut items = Vec::new();
+        for d in &deployments {
+            if let Some(item) = self.item(d, &index) {
+                items.push(item);
+            }
+        }
+        report.rollouts = items.len();
+        self.export_phases(&items);
+
+        // Analyses of every due rollout, queries batched by window length.
+        let due: Vec<usize> = (0..items.len())
+            .filter(|&i| machine::check_due(&items[i].state, &items[i].settings, items[i].twin == TwinStatus::Ready, now))
+            .collect();
+        let mut analyses: HashMap<usize, Analysis> = HashMap::new();
+        let mut groups: BTreeMap<Duration, Vec<usize>> = BTreeMap::new();
+        for &i in &due {
+            if let Some(w) = machine::analysis_window(&items[i].state, now) {
+                groups.entry(w).or_default().push(i);
+            }
+        }
+        for (window, members) in groups {
+            let workloads: Vec<Workload> = members
+                .iter()
+                .flat_map(|&i| {
+                    let it = &items[i];
+                    [
+                        Workload { namespace: it.namespace.clone(), workload: twin_name(&it.name) },
+                        Workload { namespace: it.namespace.clone(), workload: it.name.clone() },
+                    ]
+                })
+                .collect();
+            let batch = self.batch(window, &workloads, now).await;
+            report.queries += 3;
+            for i in members {
+                let it = &items[i];
+                let data = match &batch {
+                    Err(e) => Err(e.clone()),
+                    Ok(b) => {
+                        let canary = Workload { namespace: it.namespace.clone(), workload: twin_name(&it.name) };
+                        let stable = Workload { namespace: it.namespace.clone(), workload: it.name.clone() };
+                        let mut custom = Vec::new();
+                        for gate in &it.settings.gates {
+                            report.queries += 1;
+                            let q = gate.render(&it.namespace, &canary.workload, window);
+                            let value = match self.prom.query(&q, now).await {
+                                Ok(s) => s.first().map(|s| s.value).filter(|v| v.is_finite()).ok_or_else(|| "empty or NaN result".to_string()),
+                                Err(e) => Err(e.to_string()),
+                            };
+                            custom.push((gate.clone(), value));
+                        }
+                        Ok(WindowData { canary: measured(b, &canary), stable: measured(b, &stable), custom })
+                    }
+                };
+                analyses.insert(i, gates::evaluate(&it.settings, it.state.counts, data));
+                report.checks += 1;
+            }
+        }
+
+        let results: Vec<(Vec<String>, Vec<String>)> = futures::stream::iter(items.into_iter().enumerate())
+            .map(|(i, item)| {
+                let analysis = analyses.remove(&i);
+                let span = tracing::info_span!("rollout", namespace = %item.namespace, deployment = %item.name);
+                async move { self.advance(item, analysis, now).await }.instrument(span)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for (t, e) in results {
+            report.transitions.extend(t);
+            report.errors.extend(e);
+        }
+        report
+    }
+
+    async fn batch(&self, window: Duration, workloads: &[Workload], now: Timestamp) -> BatchResult {
+        let q = gates::batch_queries(window, workloads);
+        let (a, b, c) = futures::join!(self.prom.query(&q.requests, now), self.prom.query(&q.errors, now), self.prom.query(&q.p99, now));
+        Ok([by_workload(&a.map_err(|e| e.to_string())?), by_workload(&b.map_err(|e| e.to_string())?), by_workload(&c.map_err(|e| e.to_string())?)])
+    }
+
+    fn item(&self, d: &Deployment, index: &HashMap<(String, String), &Deployment>) -> Option<Item> {
+        let annotations = d.metadata.annotations.clone().unwrap_or_default();
+        let state = RolloutState::from_annotations(&annotations).ok()?;
+        let managed = is_managed(&annotations, self.manage_by_default);
+        if !managed && state.phase.is_terminal() {
+            return None;
+        }
+        let settings = Settings::from_annotations(&self.defaults, &annotations).unwrap_or_else(|errors| {
+            tracing::warn!(%errors, "invalid settings on a running rollout; using defaults");
+            Settings::from_annotations(&self.defaults, &BTreeMap::new()).unwrap_or_else(|_| unreachable_settings())
+        });
+        let namespace = d.metadata.namespace.clone().unwrap_or_default();
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let twin = index.get(&(namespace.clone(), twin_name(&name)));
+        let twin_status = match twin {
+            None => TwinStatus::Missing,
+            Some(t) => deployment_ready(t),
+        };
+        Some(Item { deployment: d.clone(), namespace, name, state, settings, twin: twin_status, twin_present: twin.is_some() })
+    }
+
+    fn export_phases(&self, items: &[Item]) {
+        for phase in Phase::ALL {
+            let n = items.iter().filter(|i| i.state.phase == phase).count();
+            self.metrics.rollouts_by_phase.get_or_create(&PhaseLabels { phase: phase.as_str() }).set(n as i64);
+        }
+    }
+
+    /// Runs the machine for one rollout, persists, reconciles, emits events.
+    async fn advance(&self, item: Item, analysis: Option<Analysis>, now: Timestamp) -> (Vec<String>, Vec<String>) {
+        let mut transitions = Vec::new();
+        let mut errors = Vec::new();
+        let annotations = item.deployment.metadata.annotations.clone().unwrap_or_default();
+        let action = annotations.get(ann::ACTION).and_then(|a| Action::parse(a));
+        let raw_action = annotations.contains_key(ann::ACTION);
+        let stable_rolled_out = stable_rolled_out(&item.deployment, &item.state.canary_revision);
+        let setup_error = if matches!(item.state.phase, Phase::Pending | Phase::Progressing) {
+            world::setup_error(&*self.cluster, &item).await
+        } else {
+            None
+        };
+        let obs = Observation {
+            twin: item.twin.clone(),
+            stable_rolled_out,
+            analysis,
+            action,
+            progress_deadline: progress_deadline(&item.deployment),
+            setup_error,
+        };
+        let (next, effects) = machine::step(&item.state, &obs, &item.settings, now);
+        let clear_action = raw_action;
+        let changed = next != item.state || clear_action;
+        if changed {
+            let mut patch: BTreeMap<String, Option<String>> = next
+                .to_annotations()
+                .into_iter()
+                .filter(|(k, v)| annotations.get(*k) != v.as_ref())
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            if clear_action {
+                patch.insert(ann::ACTION.to_string(), None);
+            }
+            let paused = desired_paused(&item.deployment, next.phase);
+            let rv = item.deployment.metadata.resource_version.clone().unwrap_or_default();
+            match self.cluster.patch_deployment(&item.namespace, &item.name, &rv, patch, paused).await {
+                Ok(()) => {}
+                Err(KubeError::Conflict) => {
+                    // Someone (a user, the webhook) changed it since we read it: decide again
+                    // next tick on fresh data rather than overwrite.
+                    return (transitions, vec![format!("{}/{}: conflict, retrying next tick", item.namespace, item.name)]);
+                }
+                Err(e) => return (transitions, vec![format!("{}/{}: persist state: {e}", item.namespace, item.name)]),
+            }
+            if next.phase != item.state.phase || next.weight != item.state.weight {
+                transitions.push(format!("{}/{}: {} {}% -> {} {}%", item.namespace, item.name, item.state.phase, item.state.weight, next.phase, next.weight));
+            }
+        }
+        for effect in &effects {
+            match effect {
+                Effect::Event { kind, reason, message } => {
+                    tracing::info!(reason, message = %message, "rollout event");
+                    if let Err(e) = self.cluster.event(&item.deployment, kind.clone(), reason, message).await {
+                        tracing::warn!(error = %e, "could not record event");
+                    }
+                }
+                Effect::Decision(d) => {
+                    self.metrics.decisions.get_or_create(&NameLabels { name: d }).inc();
+                }
+                Effect::Check(c) => {
+                    self.metrics.checks.get_or_create(&NameLabels { name: c }).inc();
+                }
+                Effect::ClearAction => {}
+            }
+        }
+        let labels = RolloutLabels { namespace: item.namespace.clone(), deployment: item.name.clone() };
+        self.metrics.rollout_weight.get_or_create(&labels).set(i64::from(next.weight));
+        self.metrics.rollout_failed_checks.get_or_create(&labels).set(i64::from(next.failed_checks));
+
+        // Reconcile the world to the (persisted) state when it is not known to match.
+        let key = (item.namespace.clone(), item.name.clone());
+        let memo = (next.phase, next.weight, next.canary_revision.clone());
+        let known = self.reconciled.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        let twin_lost = next.phase != Phase::Pending && !next.phase.is_terminal() && !item.twin_present && known.is_some();
+        if known.as_ref() != Some(&memo) || twin_lost {
+            match world::reconcile(&*self.cluster, &item, &next).await {
+                Ok(()) => {
+                    self.reconciled.lock().unwrap_or_else(|p| p.into_inner()).insert(key, memo);
+                }
+                Err(e) => errors.push(format!("{}/{}: reconcile: {e}", item.namespace, item.name)),
+            }
+        }
+        (transitions, errors)
+    }
+}
+
+fn unreachable_settings() -> Settings {
+    // Defaults always parse; this only exists so that a bug cannot panic the analyzer.
+    Settings {
+        interval: Duration::from_secs(30),
+        step_weight: 10,
+        max_weight: 50,
+        threshold: 5,
+        min_success_rate: 99.0,
+        max_p99_ms: 500.0,
+        inconclusive_limit: 10,
+        confidence: 0.99,
+        min_requests: 50.0,
+        tolerance: 0.5,
+        service: None,
+        gates: Vec::new(),
+    }
+}
+
+fn deployment_ready(d: &Deployment) -> TwinStatus {
+    let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
+    let status = d.status.clone().unwrap_or_default();
+    let ready = status.ready_replicas.unwrap_or(0).max(0) as u32;
+    let observed = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    if observed && ready >= wanted && status.updated_replicas.unwrap_or(0).max(0) as u32 >= wanted {
+        TwinStatus::Ready
+    } else {
+        TwinStatus::Starting { ready, wanted }
+    }
+}
+
+/// The stable Deployment finished rolling out the canary revision on every replica.
+fn stable_rolled_out(d: &Deployment, canary_revision: &str) -> bool {
+    let Some(spec) = d.spec.as_ref() else { return false };
+    let template = serde_json::to_value(&spec.template).unwrap_or_default();
+    !spec.paused.unwrap_or(false) && template_revision(&template) == canary_revision && deployment_ready(d) == TwinStatus::Ready && {
+        let s = d.status.clone().unwrap_or_default();
+        s.available_replicas.unwrap_or(0) >= spec.replicas.unwrap_or(1)
+    }
+}
+
+fn progress_deadline(d: &Deployment) -> Duration {
+    let secs = d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).unwrap_or(600).max(1);
+    Duration::from_secs(secs as u64)
+}
+
+/// The stable is unpaused when its template has been validated (promotion) and stays as it
+/// is otherwise (the webhook pauses it at admission; a failed rollout keeps it paused).
+fn desired_paused(d: &Deployment, phase: Phase) -> Option<bool> {
+    let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
+    (matches!(phase, Phase::Promoting | Phase::Succeeded) && paused).then_some(false)
+}

@@ -58,6 +58,8 @@ pub struct Observation {
     pub action: Option<Action>,
     /// Time allowed for the twin to become ready (the Deployment's progressDeadlineSeconds).
     pub progress_deadline: Duration,
+    /// Why the canary cannot be set up at all (e.g. no Service selects the pods).
+    pub setup_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +106,10 @@ pub fn step(state: &RolloutState, obs: &Observation, settings: &Settings, now: T
         if m.manual(action, settings) {
             return m.finish();
         }
+    }
+    if let (Some(reason), Phase::Pending | Phase::Progressing) = (&obs.setup_error, state.phase) {
+        m.rollback(reason.clone());
+        return m.finish();
     }
     match state.phase {
         Phase::Pending => m.start(settings),

@@ -1,0 +1,185 @@
+//! The real cluster: kube-rs client calls with a timeout each, counted by call and outcome.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource};
+use serde_json::json;
+
+use super::{Cluster, KubeError};
+use crate::istio::{HttpRoute, VirtualService};
+use crate::metrics::{CallOutcome, Metrics};
+use crate::rollout::machine::EventType;
+
+pub const FIELD_MANAGER: &str = "canary-gate";
+
+#[derive(Clone)]
+pub struct KubeCluster {
+    client: Client,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    deployments: Store<Deployment>,
+    recorder: Recorder,
+}
+
+impl KubeCluster {
+    /// Starts the Deployment watch (a reflector cache) and returns once it is constructed;
+    /// `wait_ready` blocks until the first list arrived.
+    pub fn start(client: Client, timeout: Duration, metrics: Arc<Metrics>, instance: String) -> (Self, impl Future<Output = ()>) {
+        let (store, writer) = reflector::store();
+        let api: Api<Deployment> = Api::all(client.clone());
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .applied_objects()
+            .for_each(|r| async move {
+                if let Err(error) = r {
+                    tracing::warn!(%error, "deployment watch error; retrying");
+                }
+            });
+        let recorder = Recorder::new(client.clone(), Reporter { controller: "canary-gate".into(), instance: Some(instance) });
+        (KubeCluster { client, timeout, metrics, deployments: store, recorder }, stream)
+    }
+
+    pub async fn wait_ready(&self) {
+        let _ = self.deployments.wait_until_ready().await;
+    }
+
+    async fn call<T>(&self, name: &'static str, fut: impl Future<Output = Result<T, kube::Error>>) -> Result<T, KubeError> {
+        let result = match tokio::time::timeout(self.timeout, fut).await {
+            Err(_) => Err(KubeError::Timeout(self.timeout)),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 => Err(KubeError::NotFound),
+            Ok(Err(kube::Error::Api(status))) if status.code == 409 => Err(KubeError::Conflict),
+            Ok(Err(e)) => Err(KubeError::Api(e.to_string())),
+        };
+        let outcome = match &result {
+            Ok(_) | Err(KubeError::NotFound) => CallOutcome::Success,
+            Err(KubeError::Timeout(_)) => CallOutcome::Timeout,
+            Err(_) => CallOutcome::Failure,
+        };
+        Metrics::count_call(&self.metrics.kube_calls, name, outcome);
+        result
+    }
+
+    fn apply_params() -> PatchParams {
+        PatchParams::apply(FIELD_MANAGER).force()
+    }
+}
+
+impl Cluster for KubeCluster {
+    async fn deployments(&self) -> Result<Vec<Deployment>, KubeError> {
+        Ok(self.deployments.state().iter().map(|d| (**d).clone()).collect())
+    }
+
+    async fn get_deployment(&self, ns: &str, name: &str) -> Result<Option<Deployment>, KubeError> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        self.call("get deployment", api.get_opt(name)).await
+    }
+
+    async fn apply_deployment(&self, d: &Deployment) -> Result<(), KubeError> {
+        let ns = d.metadata.namespace.clone().unwrap_or_default();
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &ns);
+        let mut body = serde_json::to_value(d).map_err(|e| KubeError::Api(e.to_string()))?;
+        body["apiVersion"] = json!("apps/v1");
+        body["kind"] = json!("Deployment");
+        self.call("apply deployment", api.patch(&name, &Self::apply_params(), &Patch::Apply(body))).await.map(|_| ())
+    }
+
+    async fn delete_deployment(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        self.call("delete deployment", api.delete(name, &DeleteParams::background())).await.map(|_| ())
+    }
+
+    async fn patch_deployment(
+        &self,
+        ns: &str,
+        name: &str,
+        resource_version: &str,
+        annotations: BTreeMap<String, Option<String>>,
+        paused: Option<bool>,
+    ) -> Result<(), KubeError> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let mut body = json!({"metadata": {"resourceVersion": resource_version, "annotations": annotations}});
+        if let Some(p) = paused {
+            body["spec"] = json!({"paused": p});
+        }
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        self.call("patch deployment", api.patch(name, &params, &Patch::Merge(body))).await.map(|_| ())
+    }
+
+    async fn services(&self, ns: &str) -> Result<Vec<Service>, KubeError> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        self.call("list services", api.list(&ListParams::default())).await.map(|l| l.items)
+    }
+
+    async fn apply_service(&self, s: &Service) -> Result<(), KubeError> {
+        let ns = s.metadata.namespace.clone().unwrap_or_default();
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &ns);
+        let mut body = serde_json::to_value(s).map_err(|e| KubeError::Api(e.to_string()))?;
+        body["apiVersion"] = json!("v1");
+        body["kind"] = json!("Service");
+        self.call("apply service", api.patch(&name, &Self::apply_params(), &Patch::Apply(body))).await.map(|_| ())
+    }
+
+    async fn delete_service(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        self.call("delete service", api.delete(name, &DeleteParams::background())).await.map(|_| ())
+    }
+
+    async fn virtual_services(&self, ns: &str) -> Result<Vec<VirtualService>, KubeError> {
+        let api: Api<VirtualService> = Api::namespaced(self.client.clone(), ns);
+        self.call("list virtualservices", api.list(&ListParams::default())).await.map(|l| l.items)
+    }
+
+    async fn apply_virtual_service(&self, vs: &VirtualService) -> Result<(), KubeError> {
+        let ns = vs.metadata.namespace.clone().unwrap_or_default();
+        let name = vs.metadata.name.clone().unwrap_or_default();
+        let api: Api<VirtualService> = Api::namespaced(self.client.clone(), &ns);
+        self.call("apply virtualservice", api.patch(&name, &Self::apply_params(), &Patch::Apply(vs))).await.map(|_| ())
+    }
+
+    async fn patch_virtual_service(
+        &self,
+        ns: &str,
+        name: &str,
+        http: &[HttpRoute],
+        annotations: BTreeMap<String, Option<String>>,
+    ) -> Result<(), KubeError> {
+        let api: Api<VirtualService> = Api::namespaced(self.client.clone(), ns);
+        let body = json!({"metadata": {"annotations": annotations}, "spec": {"http": http}});
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        self.call("patch virtualservice", api.patch(name, &params, &Patch::Merge(body))).await.map(|_| ())
+    }
+
+    async fn delete_virtual_service(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+        let api: Api<VirtualService> = Api::namespaced(self.client.clone(), ns);
+        self.call("delete virtualservice", api.delete(name, &DeleteParams::background())).await.map(|_| ())
+    }
+
+    async fn event(&self, d: &Deployment, kind: EventType, reason: &str, message: &str) -> Result<(), KubeError> {
+        let event = Event {
+            type_: match kind {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: reason.to_string(),
+            note: Some(message.chars().take(1000).collect()),
+            action: "Rollout".into(),
+            secondary: None,
+        };
+        let reference = d.object_ref(&());
+        let recorder = self.recorder.clone();
+        self.call("create event", async move { recorder.publish(&event, &reference).await }).await
+    }
+}

@@ -1,0 +1,72 @@
+//! The one boundary to the Kubernetes API. `KubeCluster` is what ships; `MemoryCluster` is an
+//! in-memory cluster for tests and the demo. Keep this trait thin: decisions live elsewhere.
+
+pub mod kube;
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+
+use crate::istio::{HttpRoute, VirtualService};
+use crate::rollout::machine::EventType;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum KubeError {
+    #[error("not found")]
+    NotFound,
+    /// Optimistic concurrency: someone else changed the object; re-read and retry next tick.
+    #[error("conflict: the object changed since it was read")]
+    Conflict,
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("{0}")]
+    Api(String),
+}
+
+/// Object writes canary-gate makes, and the reads it needs. Every call has a timeout in the
+/// real implementation and is counted by outcome.
+pub trait Cluster: Send + Sync + 'static {
+    /// Every Deployment (the real implementation reads a watch-fed cache).
+    fn deployments(&self) -> impl Future<Output = Result<Vec<Deployment>, KubeError>> + Send;
+    fn get_deployment(&self, ns: &str, name: &str) -> impl Future<Output = Result<Option<Deployment>, KubeError>> + Send;
+    /// Server-side apply with canary-gate's field manager.
+    fn apply_deployment(&self, d: &Deployment) -> impl Future<Output = Result<(), KubeError>> + Send;
+    fn delete_deployment(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), KubeError>> + Send;
+    /// Merge-patches annotations (None removes) and optionally `spec.paused`, failing with
+    /// `Conflict` when the object's resourceVersion is no longer `resource_version`.
+    fn patch_deployment(
+        &self,
+        ns: &str,
+        name: &str,
+        resource_version: &str,
+        annotations: BTreeMap<String, Option<String>>,
+        paused: Option<bool>,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
+    fn services(&self, ns: &str) -> impl Future<Output = Result<Vec<Service>, KubeError>> + Send;
+    fn apply_service(&self, s: &Service) -> impl Future<Output = Result<(), KubeError>> + Send;
+    fn delete_service(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), KubeError>> + Send;
+    fn virtual_services(&self, ns: &str) -> impl Future<Output = Result<Vec<VirtualService>, KubeError>> + Send;
+    fn apply_virtual_service(&self, vs: &VirtualService) -> impl Future<Output = Result<(), KubeError>> + Send;
+    /// Replaces `spec.http` of a user's VirtualService and sets/removes annotations on it.
+    fn patch_virtual_service(
+        &self,
+        ns: &str,
+        name: &str,
+        http: &[HttpRoute],
+        annotations: BTreeMap<String, Option<String>>,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
+    fn delete_virtual_service(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), KubeError>> + Send;
+    /// A Kubernetes Event on the Deployment (`kubectl describe deploy` shows it).
+    fn event(&self, d: &Deployment, kind: EventType, reason: &str, message: &str) -> impl Future<Output = Result<(), KubeError>> + Send;
+}
+
+/// Deletes are idempotent: gone already is fine.
+pub fn ignore_not_found(r: Result<(), KubeError>) -> Result<(), KubeError> {
+    match r {
+        Err(KubeError::NotFound) => Ok(()),
+        other => other,
+    }
+}
