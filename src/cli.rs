@@ -35,6 +35,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the admission webhook and the analyzer.
     Serve(Box<ServeArgs>),
+    /// Keep traffic flowing to a service during canary analysis (replaces a load-test Job).
+    Loadtest(crate::loadtest::LoadtestArgs),
+    /// Show every rollout: phase, weight, last gate values, age.
+    Status(crate::status::StatusArgs),
+    /// Generate a CA and a serving certificate for the webhook and print the caBundle.
+    Certs(crate::certs::CertsArgs),
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -167,7 +173,16 @@ impl AnalysisArgs {
 /// Entry point from `main`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match args.command {
+        Command::Loadtest(args) => {
+            let summary = crate::loadtest::run(args).await?;
+            use std::io::Write as _;
+            write!(std::io::stdout().lock(), "{summary}")?;
+            Ok(())
+        }
+        Command::Status(args) => crate::status::run(args).await,
+        Command::Certs(args) => crate::certs::run(args),
         Command::Serve(serve) => {
             let running = start(*serve).await?;
             shutdown_signal().await;

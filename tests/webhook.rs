@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use canary_gate::admission::revision::template_revision;
 use canary_gate::annotations as ann;
 use common::{
-    base64_decode, eventually, http_get, https_post, metric_value, read_raw_response,
-    tls_connect, write_pair, TestCa, TestServer,
+    base64_decode, eventually, http_get, https_post, metric_value, read_raw_response, tls_connect,
+    write_pair, TestCa, TestServer,
 };
 use rustls::ProtocolVersion;
 use serde_json::{json, Value};
@@ -31,10 +31,7 @@ enum Expect {
     Allow,
     /// Allowed with a JSON patch that starts a rollout, and the warning
     /// `podinfo: canary <change>, <PLAN>` (plus a dry-run notice when `dry_run`).
-    Rollout {
-        change: &'static str,
-        dry_run: bool,
-    },
+    Rollout { change: &'static str, dry_run: bool },
     /// Denied with a message naming `canary-gate.io/max-weight` and `"150"`.
     DenyMaxWeight,
 }
@@ -101,7 +98,10 @@ const EXPECTED: &[(&str, Expect)] = &[
     ("15-delete-deployment.validate", Allow),
     ("20-managed-create-kubectl-apply.mutate", Allow),
     ("20-managed-create-kubectl-apply.validate", Allow),
-    ("21-managed-update-image-kubectl-apply.mutate", rollout("6.0.0 → 6.0.1")),
+    (
+        "21-managed-update-image-kubectl-apply.mutate",
+        rollout("6.0.0 → 6.0.1"),
+    ),
     ("21-managed-update-image-kubectl-apply.validate", Allow),
     (
         "22-managed-update-image-dry-run-server.mutate",
@@ -111,7 +111,10 @@ const EXPECTED: &[(&str, Expect)] = &[
         },
     ),
     ("22-managed-update-image-dry-run-server.validate", Allow),
-    ("23-managed-update-image-server-side-apply.mutate", rollout("6.0.1 → 6.0.2")),
+    (
+        "23-managed-update-image-server-side-apply.mutate",
+        rollout("6.0.1 → 6.0.2"),
+    ),
     ("23-managed-update-image-server-side-apply.mutate.2", Allow),
     ("23-managed-update-image-server-side-apply.mutate.3", Allow),
     ("23-managed-update-image-server-side-apply.mutate.4", Allow),
@@ -120,14 +123,38 @@ const EXPECTED: &[(&str, Expect)] = &[
     ("23-managed-update-image-server-side-apply.mutate.7", Allow),
     ("23-managed-update-image-server-side-apply.mutate.8", Allow),
     ("23-managed-update-image-server-side-apply.validate", Allow),
-    ("23-managed-update-image-server-side-apply.validate.2", Allow),
-    ("23-managed-update-image-server-side-apply.validate.3", Allow),
-    ("23-managed-update-image-server-side-apply.validate.4", Allow),
-    ("23-managed-update-image-server-side-apply.validate.5", Allow),
-    ("23-managed-update-image-server-side-apply.validate.6", Allow),
-    ("23-managed-update-image-server-side-apply.validate.7", Allow),
-    ("23-managed-update-image-server-side-apply.validate.8", Allow),
-    ("24-managed-update-image-set-image.mutate", rollout("6.0.2 → 6.0.3")),
+    (
+        "23-managed-update-image-server-side-apply.validate.2",
+        Allow,
+    ),
+    (
+        "23-managed-update-image-server-side-apply.validate.3",
+        Allow,
+    ),
+    (
+        "23-managed-update-image-server-side-apply.validate.4",
+        Allow,
+    ),
+    (
+        "23-managed-update-image-server-side-apply.validate.5",
+        Allow,
+    ),
+    (
+        "23-managed-update-image-server-side-apply.validate.6",
+        Allow,
+    ),
+    (
+        "23-managed-update-image-server-side-apply.validate.7",
+        Allow,
+    ),
+    (
+        "23-managed-update-image-server-side-apply.validate.8",
+        Allow,
+    ),
+    (
+        "24-managed-update-image-set-image.mutate",
+        rollout("6.0.2 → 6.0.3"),
+    ),
     ("24-managed-update-image-set-image.validate", Allow),
     ("25-managed-update-scale-subresource.mutate", Allow),
     ("26-managed-update-bad-max-weight.mutate", DenyMaxWeight),
@@ -181,7 +208,12 @@ fn captured_calls() -> Vec<Call> {
 fn fixture_names_on_disk() -> BTreeSet<String> {
     std::fs::read_dir(FIXTURES)
         .expect("fixture directory")
-        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter_map(|f| f.strip_suffix(".json").map(str::to_string))
         .collect()
 }
@@ -222,11 +254,15 @@ fn admission_answer(
     }
     let content_type = response.content_type.as_deref().unwrap_or("");
     if !content_type.starts_with("application/json") {
-        return Err(format!("content-type {content_type:?}, not application/json"));
+        return Err(format!(
+            "content-type {content_type:?}, not application/json"
+        ));
     }
     let review = response.json()?;
     if review["apiVersion"] != "admission.k8s.io/v1" || review["kind"] != "AdmissionReview" {
-        return Err(format!("not an admission.k8s.io/v1 AdmissionReview: {review}"));
+        return Err(format!(
+            "not an admission.k8s.io/v1 AdmissionReview: {review}"
+        ));
     }
     let answer = review["response"].clone();
     if answer["uid"] != uid {
@@ -241,7 +277,12 @@ fn admission_answer(
 fn warnings(answer: &Value) -> Vec<String> {
     answer["warnings"]
         .as_array()
-        .map(|ws| ws.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|ws| {
+            ws.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -275,7 +316,9 @@ fn check_expectation(answer: &Value, expect: Expect) -> Result<(), String> {
             }
             let says_dry_run = warnings.iter().any(|w| w.contains("dry run"));
             if says_dry_run != dry_run {
-                return Err(format!("dry-run notice expected: {dry_run}, warnings {warnings:?}"));
+                return Err(format!(
+                    "dry-run notice expected: {dry_run}, warnings {warnings:?}"
+                ));
             }
         }
         DenyMaxWeight => {
@@ -286,7 +329,9 @@ fn check_expectation(answer: &Value, expect: Expect) -> Result<(), String> {
                 return Err(format!("denied with a patch: {answer}"));
             }
             if !(message.contains("canary-gate.io/max-weight") && message.contains("\"150\"")) {
-                return Err(format!("denial does not name max-weight and \"150\": {message:?}"));
+                return Err(format!(
+                    "denial does not name max-weight and \"150\": {message:?}"
+                ));
             }
         }
     }
@@ -317,7 +362,10 @@ fn check_rollout_patch(request: &Value, answer: &Value) -> Result<Value, String>
     }
     let raw = patch_bytes(&answer["patch"])?;
     let patch: json_patch::Patch = serde_json::from_slice(&raw).map_err(|e| {
-        format!("patch is not a JSON Patch ({e}): {}", String::from_utf8_lossy(&raw))
+        format!(
+            "patch is not a JSON Patch ({e}): {}",
+            String::from_utf8_lossy(&raw)
+        )
     })?;
     let original = request["object"].clone();
     let mut patched = original.clone();
@@ -325,9 +373,16 @@ fn check_rollout_patch(request: &Value, answer: &Value) -> Result<Value, String>
         .map_err(|e| format!("patch does not apply to the request object: {e}; patch {patch:?}"))?;
 
     if patched["spec"]["paused"] != true {
-        return Err(format!("spec.paused is {} after the patch", patched["spec"]["paused"]));
+        return Err(format!(
+            "spec.paused is {} after the patch",
+            patched["spec"]["paused"]
+        ));
     }
-    let annotation = |key: &str| patched["metadata"]["annotations"][key].as_str().map(str::to_string);
+    let annotation = |key: &str| {
+        patched["metadata"]["annotations"][key]
+            .as_str()
+            .map(str::to_string)
+    };
     if annotation(ann::PHASE).as_deref() != Some("Pending") {
         return Err(format!("{} is {:?}", ann::PHASE, annotation(ann::PHASE)));
     }
@@ -337,7 +392,9 @@ fn check_rollout_patch(request: &Value, answer: &Value) -> Result<Value, String>
     let canary = annotation(ann::CANARY_REVISION).unwrap_or_default();
     let stable = annotation(ann::STABLE_REVISION).unwrap_or_default();
     if canary.is_empty() || stable.is_empty() || canary == stable {
-        return Err(format!("canary revision {canary:?} / stable revision {stable:?}"));
+        return Err(format!(
+            "canary revision {canary:?} / stable revision {stable:?}"
+        ));
     }
     let new_rev = template_revision(&request["object"]["spec"]["template"]);
     let old_rev = template_revision(&request["oldObject"]["spec"]["template"]);
@@ -368,13 +425,17 @@ fn check_rollout_patch(request: &Value, answer: &Value) -> Result<Value, String>
                 annotations.remove(*key);
             }
             if annotations.is_empty() {
-                obj["metadata"].as_object_mut().map(|m| m.remove("annotations"));
+                obj["metadata"]
+                    .as_object_mut()
+                    .map(|m| m.remove("annotations"));
             }
         }
         obj
     };
     if strip(&patched) != strip(&original) {
-        return Err("the patch changed more than spec.paused and canary-gate state annotations".into());
+        return Err(
+            "the patch changed more than spec.paused and canary-gate state annotations".into(),
+        );
     }
     Ok(patched)
 }
@@ -386,19 +447,33 @@ fn check_rollout_patch(request: &Value, answer: &Value) -> Result<Value, String>
 async fn every_captured_review_gets_the_expected_answer() {
     let calls = captured_calls();
     let expected: BTreeMap<&str, Expect> = EXPECTED.iter().copied().collect();
-    assert_eq!(expected.len(), EXPECTED.len(), "a fixture is listed twice in EXPECTED");
+    assert_eq!(
+        expected.len(),
+        EXPECTED.len(),
+        "a fixture is listed twice in EXPECTED"
+    );
     let on_disk = fixture_names_on_disk();
     let indexed: BTreeSet<String> = calls.iter().map(|c| c.name.clone()).collect();
-    assert_eq!(indexed.len(), calls.len(), "INDEX.txt maps two calls to one file");
+    assert_eq!(
+        indexed.len(),
+        calls.len(),
+        "INDEX.txt maps two calls to one file"
+    );
     assert_eq!(indexed, on_disk, "INDEX.txt and the fixture files disagree");
     let tabled: BTreeSet<String> = expected.keys().map(|k| k.to_string()).collect();
-    assert_eq!(tabled, on_disk, "EXPECTED must name every fixture, and only those");
+    assert_eq!(
+        tabled, on_disk,
+        "EXPECTED must name every fixture, and only those"
+    );
 
     let server = TestServer::start().await;
     let mut failures = Vec::new();
     for call in &calls {
         let review = fixture(&call.name);
-        let uid = review["request"]["uid"].as_str().unwrap_or_default().to_string();
+        let uid = review["request"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let outcome = match server.try_post(&call.path, bytes(&review).into()).await {
             Ok(response) => admission_answer(&response, 200, &uid)
                 .and_then(|answer| check_expectation(&answer, expected[call.name.as_str()])),
@@ -467,7 +542,11 @@ async fn rollout_patch_applies_to_an_already_paused_deployment() {
         let annotations = review["request"][object]["metadata"]["annotations"]
             .as_object_mut()
             .expect("annotations");
-        assert_eq!(annotations.remove(ann::MAX_WEIGHT), Some(json!("150")), "{object}");
+        assert_eq!(
+            annotations.remove(ann::MAX_WEIGHT),
+            Some(json!("150")),
+            "{object}"
+        );
     }
     assert_eq!(review["request"]["object"]["spec"]["paused"], true);
     let answer = mutate_answer(&server, &review).await;
@@ -493,30 +572,68 @@ async fn malformed_requests_get_well_formed_reviews() {
         .expect("request")
         .remove("oldObject");
 
-    // (what, endpoints, body, HTTP status, uid echoed)
-    let cases: Vec<(&str, Vec<&str>, Vec<u8>, u16, &str)> = vec![
-        ("not JSON", vec![MUTATE, VALIDATE], b"this is not JSON {".to_vec(), 400, ""),
-        ("an empty body", vec![MUTATE, VALIDATE], Vec::new(), 400, ""),
-        ("{}", vec![MUTATE, VALIDATE], b"{}".to_vec(), 200, ""),
-        (
-            "a review without a request",
-            vec![MUTATE, VALIDATE],
-            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
-            200,
-            "",
-        ),
-        (
-            "request.kind is a number",
-            vec![MUTATE, VALIDATE],
-            bytes(&kind_is_a_number),
-            200,
-            &uid,
-        ),
-        ("an UPDATE without oldObject", vec![MUTATE], bytes(&no_old_object), 200, &uid),
+    struct Case<'a> {
+        what: &'a str,
+        endpoints: &'a [&'a str],
+        body: Vec<u8>,
+        status: u16,
+        uid: &'a str,
+    }
+    let both = &[MUTATE, VALIDATE][..];
+    let cases = [
+        Case {
+            what: "not JSON",
+            endpoints: both,
+            body: b"this is not JSON {".to_vec(),
+            status: 400,
+            uid: "",
+        },
+        Case {
+            what: "an empty body",
+            endpoints: both,
+            body: Vec::new(),
+            status: 400,
+            uid: "",
+        },
+        Case {
+            what: "{}",
+            endpoints: both,
+            body: b"{}".to_vec(),
+            status: 200,
+            uid: "",
+        },
+        Case {
+            what: "a review without a request",
+            endpoints: both,
+            body: br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+            status: 200,
+            uid: "",
+        },
+        Case {
+            what: "request.kind is a number",
+            endpoints: both,
+            body: bytes(&kind_is_a_number),
+            status: 200,
+            uid: &uid,
+        },
+        Case {
+            what: "an UPDATE without oldObject",
+            endpoints: &[MUTATE],
+            body: bytes(&no_old_object),
+            status: 200,
+            uid: &uid,
+        },
     ];
     let mut failures = Vec::new();
-    for (what, endpoints, body, status, uid) in &cases {
-        for endpoint in endpoints {
+    for Case {
+        what,
+        endpoints,
+        body,
+        status,
+        uid,
+    } in &cases
+    {
+        for endpoint in endpoints.iter() {
             let outcome = match server.try_post(endpoint, body.clone().into()).await {
                 Ok(response) => admission_answer(&response, *status, uid).and_then(|answer| {
                     let message = answer["status"]["message"].as_str().unwrap_or("");
@@ -595,7 +712,11 @@ async fn oversized_body_is_refused_with_413_and_the_limit_fits_real_reviews() {
     assert_eq!(answer["allowed"], false, "{answer}");
 
     // And the server still answers.
-    let answer = mutate_answer(&server, &fixture("21-managed-update-image-kubectl-apply.mutate")).await;
+    let answer = mutate_answer(
+        &server,
+        &fixture("21-managed-update-image-kubectl-apply.mutate"),
+    )
+    .await;
     check_expectation(&answer, rollout("6.0.0 → 6.0.1")).expect("answer after the 413");
     server.stop().await;
 }
@@ -646,11 +767,17 @@ async fn stalled_clients_do_not_block_other_requests() {
     };
     for _ in 0..3 {
         let elapsed = one().await;
-        assert!(elapsed < Duration::from_secs(2), "answered after {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_secs(2),
+            "answered after {elapsed:?}"
+        );
     }
     let concurrent = futures::future::join_all((0..8).map(|_| one())).await;
     for elapsed in concurrent {
-        assert!(elapsed < Duration::from_secs(2), "answered after {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_secs(2),
+            "answered after {elapsed:?}"
+        );
     }
 
     // The stalled ones are not held forever: the stalled body is answered 408 with a review,
@@ -668,14 +795,25 @@ async fn stalled_clients_do_not_block_other_requests() {
         }),
         tokio::time::timeout(limit, read_raw_response(&mut half_body)),
     );
-    assert!(silent_end.is_ok(), "a connection without a TLS handshake was kept open {limit:?}");
-    assert!(head_end.is_ok(), "a connection with half a request head was kept open {limit:?}");
+    assert!(
+        silent_end.is_ok(),
+        "a connection without a TLS handshake was kept open {limit:?}"
+    );
+    assert!(
+        head_end.is_ok(),
+        "a connection with half a request head was kept open {limit:?}"
+    );
     let response = body_answer
-        .unwrap_or_else(|_| panic!("a request with a stalled body was not answered within {limit:?}"))
+        .unwrap_or_else(|_| {
+            panic!("a request with a stalled body was not answered within {limit:?}")
+        })
         .expect("HTTP response to the stalled body");
     let answer = admission_answer(&response, 408, "").expect("408 with an AdmissionReview");
     assert_eq!(answer["allowed"], false);
-    assert!(started.elapsed() >= Duration::from_secs(5), "stalled clients were cut off too eagerly");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "stalled clients were cut off too eagerly"
+    );
     server.stop().await;
 }
 
@@ -737,7 +875,10 @@ async fn tls_speaks_1_3_and_1_2_only_and_the_client_must_trust_the_ca() {
         .await
         .expect("TLS handshake");
     let (_, connection) = stream.get_ref();
-    assert_eq!(connection.protocol_version(), Some(ProtocolVersion::TLSv1_3));
+    assert_eq!(
+        connection.protocol_version(),
+        Some(ProtocolVersion::TLSv1_3)
+    );
     assert_eq!(connection.alpn_protocol(), Some(&b"http/1.1"[..]));
     drop(stream);
 
@@ -745,7 +886,10 @@ async fn tls_speaks_1_3_and_1_2_only_and_the_client_must_trust_the_ca() {
     let stream = tls_connect(server.webhook(), tls12.clone())
         .await
         .expect("TLS 1.2 handshake");
-    assert_eq!(stream.get_ref().1.protocol_version(), Some(ProtocolVersion::TLSv1_2));
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(ProtocolVersion::TLSv1_2)
+    );
     drop(stream);
     let review = fixture("20-managed-create-kubectl-apply.validate");
     let response = https_post(server.webhook(), tls12, VALIDATE, bytes(&review).into())
@@ -757,20 +901,38 @@ async fn tls_speaks_1_3_and_1_2_only_and_the_client_must_trust_the_ca() {
 
     // A TLS 1.1 ClientHello is refused with a fatal protocol_version alert; the same hello
     // saying TLS 1.2 gets a ServerHello (so the hand-made hello itself is fine).
-    let suites = [0xc02b, 0xc02c, 0xc009, 0xc00a, 0xc013, 0xc014, 0x002f, 0x0035];
+    let suites = [
+        0xc02b, 0xc02c, 0xc009, 0xc00a, 0xc013, 0xc014, 0x002f, 0x0035,
+    ];
     let refused = first_server_record(&server, &client_hello([3, 2], &suites)).await;
-    assert_eq!(refused[0], 0x15, "expected an alert record, got {refused:02x?}");
-    assert_eq!(&refused[5..7], &[2, 70], "expected fatal protocol_version, got {refused:02x?}");
+    assert_eq!(
+        refused[0], 0x15,
+        "expected an alert record, got {refused:02x?}"
+    );
+    assert_eq!(
+        &refused[5..7],
+        &[2, 70],
+        "expected fatal protocol_version, got {refused:02x?}"
+    );
     let accepted = first_server_record(&server, &client_hello([3, 3], &suites)).await;
-    assert_eq!(accepted[0], 0x16, "expected a handshake record, got {accepted:02x?}");
-    assert_eq!(accepted[5], 0x02, "expected a ServerHello, got {accepted:02x?}");
+    assert_eq!(
+        accepted[0], 0x16,
+        "expected a handshake record, got {accepted:02x?}"
+    );
+    assert_eq!(
+        accepted[5], 0x02,
+        "expected a ServerHello, got {accepted:02x?}"
+    );
 
     // A client that trusts another CA refuses the serving certificate.
     let stranger = TestCa::new("some other CA");
     let error = tls_connect(server.webhook(), stranger.client())
         .await
         .expect_err("a client trusting another CA must not connect");
-    assert!(error.to_string().contains("invalid peer certificate"), "{error}");
+    assert!(
+        error.to_string().contains("invalid peer certificate"),
+        "{error}"
+    );
     server.stop().await;
 }
 
@@ -795,12 +957,19 @@ async fn certificate_reload_serves_a_new_pair_and_keeps_the_last_good_one() {
 
     // A new pair from a new CA replaces the files: served without a restart.
     let second_ca = TestCa::new("second CA");
-    write_pair(&server.cert_path, &server.key_path, &second_ca.serving_pair());
+    write_pair(
+        &server.cert_path,
+        &server.key_path,
+        &second_ca.serving_pair(),
+    );
     assert!(
         eventually(Duration::from_secs(5), || handshake_ok(&server, &second_ca)).await,
         "the new certificate was not served within 5 s"
     );
-    assert!(!handshake_ok(&server, first_ca).await, "the old certificate is still served");
+    assert!(
+        !handshake_ok(&server, first_ca).await,
+        "the old certificate is still served"
+    );
     assert!(reload_count(&server, RELOAD_SUCCESSES).await >= 1.0);
 
     // A broken certificate file is rejected; the last good pair keeps serving.
@@ -826,7 +995,11 @@ async fn certificate_reload_serves_a_new_pair_and_keeps_the_last_good_one() {
 
     // Fixing the files is picked up again: the watcher survived the failure.
     let third_ca = TestCa::new("third CA");
-    write_pair(&server.cert_path, &server.key_path, &third_ca.serving_pair());
+    write_pair(
+        &server.cert_path,
+        &server.key_path,
+        &third_ca.serving_pair(),
+    );
     assert!(
         eventually(Duration::from_secs(5), || handshake_ok(&server, &third_ca)).await,
         "a good pair after a broken one was not served within 5 s"
@@ -847,7 +1020,11 @@ async fn certificate_reload_follows_a_secret_volume_symlink_swap() {
     let version = |root: &std::path::Path, name: &str, ca: &TestCa| {
         let version_dir = root.join(name);
         std::fs::create_dir(&version_dir).expect("mkdir");
-        write_pair(&version_dir.join("tls.crt"), &version_dir.join("tls.key"), &ca.serving_pair());
+        write_pair(
+            &version_dir.join("tls.crt"),
+            &version_dir.join("tls.key"),
+            &ca.serving_pair(),
+        );
     };
     let root = dir.path();
     version(root, "..2026_11_27_12_00_00.1", &first_ca);
@@ -883,12 +1060,23 @@ async fn admin_port_reports_health_readiness_and_admission_metrics() {
     assert_eq!((healthz.status, healthz.text().trim()), (200, "ok"));
     let readyz = server.admin_get("/readyz").await;
     assert_eq!(readyz.status, 200, "{}", readyz.text());
-    assert!(readyz.text().contains("webhook tls: ok"), "{}", readyz.text());
-    assert!(readyz.text().contains("analyzer: disabled (--no-analyzer)"), "{}", readyz.text());
+    assert!(
+        readyz.text().contains("webhook tls: ok"),
+        "{}",
+        readyz.text()
+    );
+    assert!(
+        readyz.text().contains("analyzer: disabled (--no-analyzer)"),
+        "{}",
+        readyz.text()
+    );
 
     const SERIES: &str = "canary_gate_admission_requests_total{";
     let before = server.admin_get("/metrics").await.text();
-    assert!(!before.contains(SERIES), "admission series before any request:\n{before}");
+    assert!(
+        !before.contains(SERIES),
+        "admission series before any request:\n{before}"
+    );
 
     let calls = [
         (MUTATE, "21-managed-update-image-kubectl-apply.mutate"),
@@ -908,19 +1096,44 @@ async fn admin_port_reports_health_readiness_and_admission_metrics() {
     let metrics = server.admin_get("/metrics").await;
     assert_eq!(metrics.status, 200);
     let content_type = metrics.content_type.as_deref().unwrap_or("");
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
     let text = metrics.text();
     let expected = [
-        (r#"endpoint="mutate",outcome="patched",reason="rollout_started""#, 2.0),
-        (r#"endpoint="mutate",outcome="allowed",reason="not_an_update""#, 1.0),
-        (r#"endpoint="mutate",outcome="allowed",reason="not_a_deployment""#, 1.0),
-        (r#"endpoint="mutate",outcome="invalid",reason="not_json""#, 1.0),
-        (r#"endpoint="validate",outcome="denied",reason="invalid_settings""#, 1.0),
-        (r#"endpoint="validate",outcome="allowed",reason="valid""#, 1.0),
+        (
+            r#"endpoint="mutate",outcome="patched",reason="rollout_started""#,
+            2.0,
+        ),
+        (
+            r#"endpoint="mutate",outcome="allowed",reason="not_an_update""#,
+            1.0,
+        ),
+        (
+            r#"endpoint="mutate",outcome="allowed",reason="not_a_deployment""#,
+            1.0,
+        ),
+        (
+            r#"endpoint="mutate",outcome="invalid",reason="not_json""#,
+            1.0,
+        ),
+        (
+            r#"endpoint="validate",outcome="denied",reason="invalid_settings""#,
+            1.0,
+        ),
+        (
+            r#"endpoint="validate",outcome="allowed",reason="valid""#,
+            1.0,
+        ),
     ];
     for (labels, value) in expected {
         let series = format!("canary_gate_admission_requests_total{{{labels}}}");
-        assert_eq!(metric_value(&text, &series), Some(value), "{series} in\n{text}");
+        assert_eq!(
+            metric_value(&text, &series),
+            Some(value),
+            "{series} in\n{text}"
+        );
     }
     assert_eq!(
         text.lines().filter(|l| l.starts_with(SERIES)).count(),
@@ -929,8 +1142,13 @@ async fn admin_port_reports_health_readiness_and_admission_metrics() {
     );
     let durations = [("mutate", 5.0), ("validate", 2.0)];
     for (endpoint, count) in durations {
-        let series = format!("canary_gate_admission_duration_seconds_count{{endpoint=\"{endpoint}\"}}");
-        assert_eq!(metric_value(&text, &series), Some(count), "{series} in\n{text}");
+        let series =
+            format!("canary_gate_admission_duration_seconds_count{{endpoint=\"{endpoint}\"}}");
+        assert_eq!(
+            metric_value(&text, &series),
+            Some(count),
+            "{series} in\n{text}"
+        );
     }
     server.stop().await;
 }
@@ -943,7 +1161,11 @@ async fn start_error(cert: &std::path::Path, key: &std::path::Path) -> String {
     match canary_gate::cli::start(common::serve_args(cert, key)).await {
         Ok(running) => {
             running.stop().await;
-            panic!("started with cert {} and key {}", cert.display(), key.display());
+            panic!(
+                "started with cert {} and key {}",
+                cert.display(),
+                key.display()
+            );
         }
         Err(error) => format!("{error:#}"),
     }
@@ -958,30 +1180,48 @@ async fn startup_refuses_a_missing_or_invalid_certificate() {
     let missing = dir.path().join("no-such-dir/tls.crt");
 
     let message = start_error(&missing, &key).await;
-    assert!(message.contains(&missing.display().to_string()), "{message}");
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
 
     let missing_key = dir.path().join("missing.key");
     let message = start_error(&cert, &missing_key).await;
-    assert!(message.contains(&missing_key.display().to_string()), "{message}");
+    assert!(
+        message.contains(&missing_key.display().to_string()),
+        "{message}"
+    );
 
     let garbage = dir.path().join("garbage.crt");
     std::fs::write(&garbage, "not a certificate\n").expect("write");
     let message = start_error(&garbage, &key).await;
-    assert!(message.contains(&garbage.display().to_string()), "{message}");
+    assert!(
+        message.contains(&garbage.display().to_string()),
+        "{message}"
+    );
     assert!(message.contains("no PEM certificate"), "{message}");
 
     let bad_key = dir.path().join("bad.key");
-    std::fs::write(&bad_key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-        .expect("write");
+    std::fs::write(
+        &bad_key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
     let message = start_error(&cert, &bad_key).await;
-    assert!(message.contains(&bad_key.display().to_string()), "{message}");
+    assert!(
+        message.contains(&bad_key.display().to_string()),
+        "{message}"
+    );
 
     // A certificate with somebody else's key.
     let other_key = dir.path().join("other.key");
     std::fs::write(&other_key, ca.serving_pair().1).expect("write");
     let message = start_error(&cert, &other_key).await;
     assert!(message.contains(&cert.display().to_string()), "{message}");
-    assert!(message.contains(&other_key.display().to_string()), "{message}");
+    assert!(
+        message.contains(&other_key.display().to_string()),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -989,13 +1229,60 @@ async fn stop_closes_both_ports() {
     let server = TestServer::start().await;
     let (webhook, admin) = (server.webhook(), server.admin());
     assert!(handshake_ok(&server, &server.ca).await);
-    assert_eq!(http_get(admin, "/healthz").await.expect("healthz").status, 200);
+    assert_eq!(
+        http_get(admin, "/healthz").await.expect("healthz").status,
+        200
+    );
     server.stop().await;
     let closed = eventually(Duration::from_secs(2), || async {
         TcpStream::connect(webhook).await.is_err() && TcpStream::connect(admin).await.is_err()
     })
     .await;
     assert!(closed, "a port still accepts connections 2 s after stop()");
+}
+
+/// `stop()` (what `serve` runs on SIGTERM before the process exits) must let a request that
+/// is already being read finish, like the 5 s graceful shutdown it asks axum-server for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "src/cli.rs Running::stop aborts the server tasks instead of awaiting the graceful shutdown"]
+async fn stop_lets_an_in_flight_request_finish() {
+    let server = TestServer::start().await;
+    let review = fixture("21-managed-update-image-kubectl-apply.mutate");
+    let uid = review["request"]["uid"].as_str().expect("uid").to_string();
+    let body = bytes(&review);
+    let mut stream = tls_connect(server.webhook(), server.ca.client())
+        .await
+        .expect("TLS");
+    let head = format!(
+        "POST {MUTATE} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(&body[..100]).await.expect("first bytes");
+    stream.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !stopping.is_finished(),
+        "stop() returned while a request was in flight"
+    );
+    stream
+        .write_all(&body[100..])
+        .await
+        .expect("rest of the body");
+    stream.flush().await.expect("flush");
+    let response = tokio::time::timeout(Duration::from_secs(5), read_raw_response(&mut stream))
+        .await
+        .expect("an answer during the graceful shutdown")
+        .expect("a complete response");
+    let answer = admission_answer(&response, 200, &uid).expect("answer");
+    check_expectation(&answer, rollout("6.0.0 → 6.0.1")).expect("rollout");
+    tokio::time::timeout(Duration::from_secs(6), stopping)
+        .await
+        .expect("stop() returns once the in-flight request is answered")
+        .expect("stop() did not panic");
 }
 
 #[test]
@@ -1008,7 +1295,11 @@ fn base64_decoder_matches_known_vectors() {
         ("Zm9vYmFy", "foobar"),
         ("W3sib3AiOiJhZGQifV0=", r#"[{"op":"add"}]"#),
     ] {
-        assert_eq!(base64_decode(encoded).as_deref(), Some(plain.as_bytes()), "{encoded}");
+        assert_eq!(
+            base64_decode(encoded).as_deref(),
+            Some(plain.as_bytes()),
+            "{encoded}"
+        );
     }
     assert_eq!(base64_decode("not base64!"), None);
 }

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-/// First 10 hex digits of SHA-256 over the template's canonical JSON (keys sorted), so two
-/// templates that differ only in key order, as serialised by different clients, hash alike.
+/// First 10 hex digits of SHA-256 over the template's canonical JSON (keys sorted, null
+/// fields left out), so the same template hashes alike however a client serialised it.
 pub fn template_revision(template: &Value) -> String {
     let mut canonical = Vec::with_capacity(1024);
     write_canonical(template, &mut canonical);
@@ -15,7 +15,7 @@ pub fn template_revision(template: &Value) -> String {
 fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
+            let mut keys: Vec<&String> = map.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k).collect();
             keys.sort();
             out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {

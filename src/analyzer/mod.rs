@@ -16,7 +16,6 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use tracing::Instrument;
 
-use crate::admission::revision::template_revision;
 use crate::annotations as ann;
 use crate::cluster::{Cluster, KubeError};
 use crate::gates::{self, by_workload, measured, BatchResult, WindowData, Workload};
@@ -228,7 +227,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         let annotations = item.deployment.metadata.annotations.clone().unwrap_or_default();
         let action = annotations.get(ann::ACTION).and_then(|a| Action::parse(a));
         let raw_action = annotations.contains_key(ann::ACTION);
-        let stable_rolled_out = stable_rolled_out(&item.deployment, &item.state.canary_revision);
+        let stable_rolled_out = stable_rolled_out(&item.deployment);
         let setup_error = if matches!(item.state.phase, Phase::Pending | Phase::Progressing) {
             world::setup_error(&*self.cluster, &item).await
         } else {
@@ -338,11 +337,11 @@ fn deployment_ready(d: &Deployment) -> TwinStatus {
     }
 }
 
-/// The stable Deployment finished rolling out the canary revision on every replica.
-fn stable_rolled_out(d: &Deployment, canary_revision: &str) -> bool {
+/// The stable Deployment, unpaused, finished rolling out its template (the validated canary
+/// revision: a newer template would have restarted the rollout at admission) on every replica.
+fn stable_rolled_out(d: &Deployment) -> bool {
     let Some(spec) = d.spec.as_ref() else { return false };
-    let template = serde_json::to_value(&spec.template).unwrap_or_default();
-    !spec.paused.unwrap_or(false) && template_revision(&template) == canary_revision && deployment_ready(d) == TwinStatus::Ready && {
+    !spec.paused.unwrap_or(false) && deployment_ready(d) == TwinStatus::Ready && {
         let s = d.status.clone().unwrap_or_default();
         s.available_replicas.unwrap_or(0) >= spec.replicas.unwrap_or(1)
     }

@@ -164,6 +164,9 @@ fn analysis(verdict: Verdict) -> Analysis {
     }
 }
 
+/// A verdict maker, so that loops can be fed `pass`, `fail`, ...
+type MakeVerdict = fn() -> Verdict;
+
 fn pass() -> Verdict {
     Verdict::Pass
 }
@@ -305,7 +308,7 @@ fn checks(
     settings: &Settings,
     mut t: i64,
     n: usize,
-    verdict: fn() -> Verdict,
+    verdict: MakeVerdict,
 ) -> (RolloutState, i64, Vec<Vec<Effect>>) {
     let mut all = Vec::new();
     for _ in 0..n {
@@ -926,7 +929,7 @@ fn a_fail_resets_the_inconclusive_count_and_no_data_keeps_the_failed_count() {
 
 #[test]
 fn holding_verdicts_keep_the_weight_and_count_no_failure() {
-    let cases: [(fn() -> Verdict, &str, &str); 3] = [
+    let cases: [(MakeVerdict, &str, &str); 3] = [
         (not_enough, "check:not_enough_data", "Normal:NotEnoughData"),
         (undecided, "check:undecided", "Normal:Undecided"),
         (
@@ -1455,7 +1458,7 @@ struct Run {
 /// The analyzer loop: one tick per interval starting at `t0`, the twin ready once created,
 /// an analysis whenever one is due, the stable rolled out one tick after promotion. With
 /// `restart`, every tick reads the state back from annotations as a new process would.
-fn simulate(settings: &Settings, verdict: fn() -> Verdict, restart: bool) -> Run {
+fn simulate(settings: &Settings, verdict: MakeVerdict, restart: bool) -> Run {
     let mut run = Run {
         state: pending(),
         checks: 0,

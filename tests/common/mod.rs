@@ -59,16 +59,21 @@ impl TestCa {
 
     /// A serving certificate for `localhost` and 127.0.0.1 signed by this CA: (cert PEM, key PEM).
     pub fn serving_pair(&self) -> (String, String) {
-        let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("leaf params");
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("leaf params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         params.use_authority_key_identifier_extension = true;
         params.key_usages.push(KeyUsagePurpose::DigitalSignature);
         params
             .extended_key_usages
             .push(ExtendedKeyUsagePurpose::ServerAuth);
         let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf signed by CA");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf signed by CA");
         (cert.pem(), key.serialize_pem())
     }
 
@@ -83,7 +88,9 @@ impl TestCa {
     ) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()) {
-            roots.add(cert.expect("CA PEM")).expect("CA is a valid trust anchor");
+            roots
+                .add(cert.expect("CA PEM"))
+                .expect("CA is a valid trust anchor");
         }
         let mut config =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -305,7 +312,9 @@ where
 }
 
 /// Reads one HTTP/1.1 response (status line, headers, `Content-Length` body) from a raw stream.
-pub async fn read_raw_response<R: AsyncRead + Unpin>(reader: &mut R) -> Result<HttpResponse, String> {
+pub async fn read_raw_response<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<HttpResponse, String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {

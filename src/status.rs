@@ -1,0 +1,136 @@
+//! `canary-gate status`: every rollout with phase, weight, last gate values and age.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+
+use crate::rollout::state::RolloutState;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Only this namespace (default: all).
+    #[arg(long, short = 'n', env = "CANARY_GATE_STATUS_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Redraw every 2 seconds until interrupted.
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+}
+
+/// `[#####.....]` for a weight out of 100.
+pub fn bar(weight: u32, width: usize) -> String {
+    let filled = (weight.min(100) as usize * width).div_ceil(100);
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+fn age(since: Timestamp, now: Timestamp) -> String {
+    let secs = now.duration_since(since).as_secs().max(0) as u64;
+    let d = Duration::from_secs(if secs > 3600 { secs / 60 * 60 } else { secs });
+    humantime::format_duration(d).to_string().replace(' ', "")
+}
+
+/// The table for a set of Deployments; those without a recorded rollout are left out.
+pub fn render(deployments: &[Deployment], now: Timestamp) -> String {
+    let mut rows = vec![[
+        "NAMESPACE".to_string(),
+        "DEPLOYMENT".into(),
+        "PHASE".into(),
+        "WEIGHT".into(),
+        "FAILED".into(),
+        "AGE".into(),
+        "GATES / MESSAGE".into(),
+    ]];
+    let mut sorted: Vec<&Deployment> = deployments.iter().collect();
+    sorted.sort_by_key(|d| (d.metadata.namespace.clone(), d.metadata.name.clone()));
+    for d in sorted {
+        let annotations: BTreeMap<String, String> = d.metadata.annotations.clone().unwrap_or_default();
+        let Ok(s) = RolloutState::from_annotations(&annotations) else { continue };
+        let detail = if s.gates.is_empty() { s.message.clone() } else { format!("{} — {}", s.gates, s.message) };
+        rows.push([
+            d.metadata.namespace.clone().unwrap_or_default(),
+            d.metadata.name.clone().unwrap_or_default(),
+            s.phase.to_string(),
+            format!("{} {:>3}%", bar(s.weight, 10), s.weight),
+            s.failed_checks.to_string(),
+            age(s.started_at, now),
+            detail,
+        ]);
+    }
+    if rows.len() == 1 {
+        return "no rollouts recorded (annotate a Deployment with canary-gate.io/enabled=\"true\" and apply a new version)\n".into();
+    }
+    let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        for (c, w) in widths.iter().enumerate() {
+            out.push_str(&format!("{:<width$}  ", r[c], width = w));
+        }
+        out.push_str(&r[6]);
+        out.push('\n');
+    }
+    out
+}
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    use kube::api::{Api, ListParams};
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("no cluster reachable (KUBECONFIG or in-cluster config): {e}"))?;
+    let api: Api<Deployment> = match &args.namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    loop {
+        let list = tokio::time::timeout(Duration::from_secs(10), api.list(&ListParams::default()))
+            .await
+            .map_err(|_| anyhow::anyhow!("listing deployments timed out after 10s"))??;
+        let table = render(&list.items, Timestamp::now());
+        if args.watch {
+            print!("\x1b[2J\x1b[H{table}");
+        } else {
+            print!("{table}");
+        }
+        if !args.watch {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::annotations as ann;
+
+    #[test]
+    fn bars() {
+        assert_eq!(bar(0, 10), "[..........]");
+        assert_eq!(bar(30, 10), "[###.......]");
+        assert_eq!(bar(100, 10), "[##########]");
+    }
+
+    #[test]
+    fn renders_rollouts_only() {
+        let now: Timestamp = "2026-11-27T10:05:00Z".parse().expect("ts");
+        let mut state = RolloutState::pending("new".into(), "old".into(), "2026-11-27T10:00:00Z".parse().expect("ts"));
+        state.phase = crate::rollout::state::Phase::Progressing;
+        state.weight = 30;
+        state.gates = "success=99.90% p99=120ms".into();
+        let annotations: BTreeMap<String, String> =
+            state.to_annotations().into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect();
+        let managed: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "podinfo", "namespace": "shop", "annotations": annotations}
+        }))
+        .expect("d");
+        let plain: Deployment = serde_json::from_value(serde_json::json!({"metadata": {"name": "other", "namespace": "shop", "annotations": {ann::ENABLED: "true"}}})).expect("d");
+        let table = render(&[managed, plain], now);
+        assert!(table.contains("podinfo"), "{table}");
+        assert!(!table.contains("other"), "{table}");
+        assert!(table.contains("Progressing"));
+        assert!(table.contains("[###.......]  30%"), "{table}");
+        assert!(table.contains("5m"), "{table}");
+        assert!(table.contains("success=99.90% p99=120ms"));
+        assert!(render(&[], now).starts_with("no rollouts"));
+    }
+}
