@@ -17,7 +17,11 @@ use crate::server::tls::CertStore;
 use crate::settings::Defaults;
 
 #[derive(Debug, Parser)]
-#[command(name = "canary-gate", version, about = "Every kubectl apply of a Deployment becomes a canary release on Istio, gated by PromQL")]
+#[command(
+    name = "canary-gate",
+    version,
+    about = "Every kubectl apply of a Deployment becomes a canary release on Istio, gated by PromQL"
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
@@ -78,7 +82,11 @@ pub struct WebhookArgs {
     pub manage_by_default: bool,
     /// The username of canary-gate's own ServiceAccount: the only identity allowed to change
     /// managed objects while a rollout runs.
-    #[arg(long, env = "CANARY_GATE_CONTROLLER_USERNAME", default_value = "system:serviceaccount:canary-gate:canary-gate")]
+    #[arg(
+        long,
+        env = "CANARY_GATE_CONTROLLER_USERNAME",
+        default_value = "system:serviceaccount:canary-gate:canary-gate"
+    )]
     pub controller_username: String,
 }
 
@@ -95,13 +103,21 @@ pub struct AnalysisArgs {
     #[arg(long, env = "CANARY_GATE_DEFAULT_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub default_threshold: u32,
     /// Minimum request success rate, percent.
-    #[arg(long, env = "CANARY_GATE_DEFAULT_MIN_SUCCESS_RATE", default_value_t = 99.0)]
+    #[arg(
+        long,
+        env = "CANARY_GATE_DEFAULT_MIN_SUCCESS_RATE",
+        default_value_t = 99.0
+    )]
     pub default_min_success_rate: f64,
     /// Maximum p99 request duration, milliseconds.
     #[arg(long, env = "CANARY_GATE_DEFAULT_MAX_P99_MS", default_value_t = 500.0)]
     pub default_max_p99_ms: f64,
     /// Consecutive intervals without usable data before a rollback.
-    #[arg(long, env = "CANARY_GATE_DEFAULT_INCONCLUSIVE_LIMIT", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "CANARY_GATE_DEFAULT_INCONCLUSIVE_LIMIT",
+        default_value_t = 10
+    )]
     pub default_inconclusive_limit: u32,
 }
 
@@ -122,7 +138,11 @@ pub struct AnalyzerArgs {
     /// Run only the webhook.
     #[arg(long, env = "CANARY_GATE_NO_ANALYZER", default_value_t = false)]
     pub no_analyzer: bool,
-    #[arg(long, env = "CANARY_GATE_PROMETHEUS_URL", default_value = "http://prometheus.monitoring:9090")]
+    #[arg(
+        long,
+        env = "CANARY_GATE_PROMETHEUS_URL",
+        default_value = "http://prometheus.monitoring:9090"
+    )]
     pub prometheus_url: String,
     /// Timeout of one Prometheus query.
     #[arg(long, env = "CANARY_GATE_PROMETHEUS_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
@@ -131,12 +151,24 @@ pub struct AnalyzerArgs {
     #[arg(long, env = "CANARY_GATE_KUBE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub kube_timeout: Duration,
     /// Namespace of the leader-election Lease (the pod's own namespace in the chart).
-    #[arg(long, env = "CANARY_GATE_LEASE_NAMESPACE", default_value = "canary-gate")]
+    #[arg(
+        long,
+        env = "CANARY_GATE_LEASE_NAMESPACE",
+        default_value = "canary-gate"
+    )]
     pub lease_namespace: String,
-    #[arg(long, env = "CANARY_GATE_LEASE_NAME", default_value = "canary-gate-analyzer")]
+    #[arg(
+        long,
+        env = "CANARY_GATE_LEASE_NAME",
+        default_value = "canary-gate-analyzer"
+    )]
     pub lease_name: String,
     /// This replica's identity in the Lease.
-    #[arg(long, env = "CANARY_GATE_POD_NAME", default_value = "canary-gate-local")]
+    #[arg(
+        long,
+        env = "CANARY_GATE_POD_NAME",
+        default_value = "canary-gate-local"
+    )]
     pub pod_name: String,
 }
 
@@ -196,7 +228,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
@@ -229,14 +263,17 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     handle: axum_server::Handle<SocketAddr>,
+    webhook_task: tokio::task::JoinHandle<()>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     admin_shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Running {
+    /// Stops accepting, lets in-flight admission requests finish (up to 5 s), then stops.
     pub async fn stop(self) {
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         let _ = self.admin_shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(6), self.webhook_task).await;
         for task in self.tasks {
             task.abort();
         }
@@ -266,7 +303,12 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let webhook_addr = webhook_listener.local_addr()?;
     let admin_listener = tokio::net::TcpListener::bind(args.webhook.admin_listen)
         .await
-        .with_context(|| format!("cannot listen on {} (--admin-listen)", args.webhook.admin_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--admin-listen)",
+                args.webhook.admin_listen
+            )
+        })?;
     let admin_addr = admin_listener.local_addr()?;
 
     let mut tasks = Vec::new();
@@ -274,28 +316,47 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let tls_config = certs.server_config();
     let router = webhook_router(state.clone());
     let serve_handle = handle.clone();
-    tasks.push(tokio::spawn(async move {
-        if let Err(error) = serve_webhook(webhook_listener, tls_config, router, serve_handle).await {
+    let webhook_task = tokio::spawn(async move {
+        if let Err(error) = serve_webhook(webhook_listener, tls_config, router, serve_handle).await
+        {
             tracing::error!(%error, "webhook server stopped");
         }
-    }));
+    });
     let (admin_shutdown, mut admin_stop) = tokio::sync::watch::channel(false);
     let admin = admin_router(state.clone());
     tasks.push(tokio::spawn(async move {
         let stop = async move {
             let _ = admin_stop.wait_for(|s| *s).await;
         };
-        if let Err(error) = axum::serve(admin_listener, admin).with_graceful_shutdown(stop).await {
+        if let Err(error) = axum::serve(admin_listener, admin)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(%error, "admin server stopped");
         }
     }));
-    tasks.push(tokio::spawn(certs.watch(args.webhook.tls_reload_interval, metrics.clone())));
+    tasks.push(tokio::spawn(
+        certs.watch(args.webhook.tls_reload_interval, metrics.clone()),
+    ));
 
     if args.analyzer.no_analyzer {
         health.set_analyzer("disabled (--no-analyzer)");
     } else {
-        tasks.push(tokio::spawn(crate::analyzer::run::start_in_cluster(args.clone(), metrics.clone(), health.clone())));
+        tasks.push(tokio::spawn(crate::analyzer::run::start_in_cluster(
+            args.clone(),
+            metrics.clone(),
+            health.clone(),
+        )));
     }
     tracing::info!(%webhook_addr, %admin_addr, analyzer = !args.analyzer.no_analyzer, "canary-gate serving");
-    Ok(Running { webhook_addr, admin_addr, metrics, health, handle, tasks, admin_shutdown })
+    Ok(Running {
+        webhook_addr,
+        admin_addr,
+        metrics,
+        health,
+        handle,
+        webhook_task,
+        tasks,
+        admin_shutdown,
+    })
 }

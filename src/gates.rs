@@ -54,7 +54,8 @@ fn regex_alternatives<'a>(items: impl Iterator<Item = &'a str>) -> String {
         .map(|s| {
             s.chars()
                 .flat_map(|c| match c {
-                    '.' | '+' | '*' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '^' | '$' | '\\' => vec!['\\', '\\', c],
+                    '.' | '+' | '*' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '^' | '$'
+                    | '\\' => vec!['\\', '\\', c],
                     '"' => vec!['\\', '"'],
                     c => vec![c],
                 })
@@ -132,7 +133,11 @@ pub fn evaluate(settings: &Settings, prior: Counts, data: Result<WindowData, Str
     let data = match data {
         Ok(d) => d,
         Err(reason) => {
-            return Analysis { verdict: Verdict::NoData { reason }, summary: "no data".into(), counts: prior };
+            return Analysis {
+                verdict: Verdict::NoData { reason },
+                summary: "no data".into(),
+                counts: prior,
+            };
         }
     };
     let window_requests = data.canary.requests.unwrap_or(0.0);
@@ -149,7 +154,9 @@ pub fn evaluate(settings: &Settings, prior: Counts, data: Result<WindowData, Str
     let summary = summarize(settings, &counts, &data);
     if window_requests < 0.5 {
         return Analysis {
-            verdict: Verdict::NoData { reason: "no canary requests in the window (is traffic reaching it?)".into() },
+            verdict: Verdict::NoData {
+                reason: "no canary requests in the window (is traffic reaching it?)".into(),
+            },
             summary,
             counts,
         };
@@ -163,7 +170,10 @@ pub fn evaluate(settings: &Settings, prior: Counts, data: Result<WindowData, Str
     );
     verdicts.push(convert(errors, "request-success-rate", true));
     let latency = judge::judge_latency(
-        LatencyObservation { canary_p99_ms: data.canary.p99_ms, stable_p99_ms: data.stable.p99_ms },
+        LatencyObservation {
+            canary_p99_ms: data.canary.p99_ms,
+            stable_p99_ms: data.stable.p99_ms,
+        },
         settings.max_p99_ms,
         &cfg,
     );
@@ -171,23 +181,46 @@ pub fn evaluate(settings: &Settings, prior: Counts, data: Result<WindowData, Str
     for (gate, value) in &data.custom {
         verdicts.push(match value {
             Ok(v) if gate.passes(*v) => Verdict::Pass,
-            Ok(v) => Verdict::Fail { reason: format!("gate {} = {} (want {})", gate.name, fmt_num(*v), gate.describe()), decisive: false },
-            Err(reason) => Verdict::NoData { reason: format!("gate {}: {reason}", gate.name) },
+            Ok(v) => Verdict::Fail {
+                reason: format!(
+                    "gate {} = {} (want {})",
+                    gate.name,
+                    fmt_num(*v),
+                    gate.describe()
+                ),
+                decisive: false,
+            },
+            Err(reason) => Verdict::NoData {
+                reason: format!("gate {}: {reason}", gate.name),
+            },
         });
     }
-    Analysis { verdict: combine(verdicts), summary, counts }
+    Analysis {
+        verdict: combine(verdicts),
+        summary,
+        counts,
+    }
 }
 
 fn convert(v: judge::Verdict, gate: &str, decisive: bool) -> Verdict {
     match v {
         judge::Verdict::Pass => Verdict::Pass,
-        judge::Verdict::Fail { reason } => Verdict::Fail { reason: format!("{gate}: {reason}"), decisive },
-        judge::Verdict::Undecided => Verdict::Undecided { reason: format!("{gate} undecided") },
+        judge::Verdict::Fail { reason } => Verdict::Fail {
+            reason: format!("{gate}: {reason}"),
+            decisive,
+        },
+        judge::Verdict::Undecided => Verdict::Undecided {
+            reason: format!("{gate} undecided"),
+        },
         judge::Verdict::NotEnoughData { have, need } => Verdict::NotEnoughData {
             reason: format!("{gate}: {have:.0} of {need:.0} canary requests"),
         },
-        judge::Verdict::StableDegraded { reason } => Verdict::StableDegraded { reason: format!("{gate}: {reason}") },
-        judge::Verdict::InvalidConfig { reason } => Verdict::NoData { reason: format!("{gate}: {reason}") },
+        judge::Verdict::StableDegraded { reason } => Verdict::StableDegraded {
+            reason: format!("{gate}: {reason}"),
+        },
+        judge::Verdict::InvalidConfig { reason } => Verdict::NoData {
+            reason: format!("{gate}: {reason}"),
+        },
     }
 }
 
@@ -202,7 +235,10 @@ fn combine(verdicts: Vec<Verdict>) -> Verdict {
         Verdict::Undecided { .. } => 5,
         Verdict::Pass => 6,
     };
-    verdicts.into_iter().min_by_key(rank).unwrap_or(Verdict::Pass)
+    verdicts
+        .into_iter()
+        .min_by_key(rank)
+        .unwrap_or(Verdict::Pass)
 }
 
 fn summarize(settings: &Settings, counts: &Counts, data: &WindowData) -> String {
@@ -213,10 +249,21 @@ fn summarize(settings: &Settings, counts: &Counts, data: &WindowData) -> String 
             "n/a".into()
         }
     };
-    let ms = |v: Option<f64>| v.map(|x| format!("{x:.0}ms")).unwrap_or_else(|| "n/a".into());
+    let ms = |v: Option<f64>| {
+        v.map(|x| format!("{x:.0}ms"))
+            .unwrap_or_else(|| "n/a".into())
+    };
     let mut parts = vec![
-        format!("success={} (stable {})", rate(counts.canary), rate(counts.stable)),
-        format!("p99={} (stable {})", ms(data.canary.p99_ms), ms(data.stable.p99_ms)),
+        format!(
+            "success={} (stable {})",
+            rate(counts.canary),
+            rate(counts.stable)
+        ),
+        format!(
+            "p99={} (stable {})",
+            ms(data.canary.p99_ms),
+            ms(data.stable.p99_ms)
+        ),
         format!("requests={:.0}", counts.canary[0]),
     ];
     for (gate, value) in &data.custom {
@@ -239,20 +286,47 @@ mod tests {
     }
 
     fn window(canary: (f64, f64, f64), stable: (f64, f64, f64)) -> Result<WindowData, String> {
-        let m = |(r, e, p): (f64, f64, f64)| Measured { requests: Some(r), errors: Some(e), p99_ms: Some(p) };
-        Ok(WindowData { canary: m(canary), stable: m(stable), custom: vec![] })
+        let m = |(r, e, p): (f64, f64, f64)| Measured {
+            requests: Some(r),
+            errors: Some(e),
+            p99_ms: Some(p),
+        };
+        Ok(WindowData {
+            canary: m(canary),
+            stable: m(stable),
+            custom: vec![],
+        })
     }
 
     #[test]
     fn batched_queries_select_every_workload_once() {
         let ws = vec![
-            Workload { namespace: "shop".into(), workload: "podinfo".into() },
-            Workload { namespace: "shop".into(), workload: "podinfo-canary".into() },
-            Workload { namespace: "pay".into(), workload: "api.v2".into() },
+            Workload {
+                namespace: "shop".into(),
+                workload: "podinfo".into(),
+            },
+            Workload {
+                namespace: "shop".into(),
+                workload: "podinfo-canary".into(),
+            },
+            Workload {
+                namespace: "pay".into(),
+                workload: "api.v2".into(),
+            },
         ];
         let q = batch_queries(Duration::from_secs(30), &ws);
-        assert!(q.requests.contains(r#"destination_workload_namespace=~"pay|shop""#), "{}", q.requests);
-        assert!(q.requests.contains(r#"destination_workload=~"api\\.v2|podinfo|podinfo-canary""#), "{}", q.requests);
+        assert!(
+            q.requests
+                .contains(r#"destination_workload_namespace=~"pay|shop""#),
+            "{}",
+            q.requests
+        );
+        assert!(
+            q.requests
+                .contains(r#"destination_workload=~"api\\.v2|podinfo|podinfo-canary""#),
+            "{}",
+            q.requests
+        );
         assert!(q.errors.contains(r#"response_code=~"5..""#));
         assert!(q.p99.starts_with("histogram_quantile(0.99, sum by (destination_workload_namespace, destination_workload, le)"));
         for query in [&q.requests, &q.errors, &q.p99] {
@@ -263,7 +337,10 @@ mod tests {
 
     #[test]
     fn prometheus_errors_are_no_data_and_keep_counts() {
-        let prior = Counts { canary: [10.0, 0.0], stable: [90.0, 0.0] };
+        let prior = Counts {
+            canary: [10.0, 0.0],
+            stable: [90.0, 0.0],
+        };
         let a = evaluate(&settings(), prior, Err("timeout".into()));
         assert!(matches!(a.verdict, Verdict::NoData { .. }));
         assert_eq!(a.counts, prior);
@@ -271,13 +348,21 @@ mod tests {
 
     #[test]
     fn no_canary_traffic_is_no_data() {
-        let a = evaluate(&settings(), Counts::default(), window((0.0, 0.0, f64::NAN), (100.0, 0.0, 100.0)));
+        let a = evaluate(
+            &settings(),
+            Counts::default(),
+            window((0.0, 0.0, f64::NAN), (100.0, 0.0, 100.0)),
+        );
         assert!(matches!(a.verdict, Verdict::NoData { .. }), "{a:?}");
     }
 
     #[test]
     fn healthy_canary_with_enough_traffic_passes_and_accumulates() {
-        let a = evaluate(&settings(), Counts::default(), window((300.0, 0.0, 120.0), (2700.0, 2.0, 110.0)));
+        let a = evaluate(
+            &settings(),
+            Counts::default(),
+            window((300.0, 0.0, 120.0), (2700.0, 2.0, 110.0)),
+        );
         assert_eq!(a.verdict, Verdict::Pass, "{a:?}");
         assert_eq!(a.counts.canary, [300.0, 0.0]);
         assert!(a.summary.contains("success=100.00%"), "{}", a.summary);
@@ -285,29 +370,61 @@ mod tests {
 
     #[test]
     fn broken_canary_fails_decisively() {
-        let a = evaluate(&settings(), Counts::default(), window((300.0, 30.0, 120.0), (2700.0, 2.0, 110.0)));
-        assert!(matches!(a.verdict, Verdict::Fail { decisive: true, .. }), "{a:?}");
+        let a = evaluate(
+            &settings(),
+            Counts::default(),
+            window((300.0, 30.0, 120.0), (2700.0, 2.0, 110.0)),
+        );
+        assert!(
+            matches!(a.verdict, Verdict::Fail { decisive: true, .. }),
+            "{a:?}"
+        );
     }
 
     #[test]
     fn slow_canary_fails_one_check() {
-        let a = evaluate(&settings(), Counts::default(), window((300.0, 0.0, 900.0), (2700.0, 2.0, 110.0)));
-        assert!(matches!(a.verdict, Verdict::Fail { decisive: false, .. }), "{a:?}");
+        let a = evaluate(
+            &settings(),
+            Counts::default(),
+            window((300.0, 0.0, 900.0), (2700.0, 2.0, 110.0)),
+        );
+        assert!(
+            matches!(
+                a.verdict,
+                Verdict::Fail {
+                    decisive: false,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
     }
 
     #[test]
     fn few_requests_are_not_enough_data() {
-        let a = evaluate(&settings(), Counts::default(), window((5.0, 0.0, 100.0), (45.0, 0.0, 100.0)));
+        let a = evaluate(
+            &settings(),
+            Counts::default(),
+            window((5.0, 0.0, 100.0), (45.0, 0.0, 100.0)),
+        );
         assert!(matches!(a.verdict, Verdict::NotEnoughData { .. }), "{a:?}");
     }
 
     #[test]
     fn custom_gates_fail_or_lack_data() {
-        let gate = CustomGate { name: "cpu".into(), query: "up".into(), min: None, max: Some(1.0) };
+        let gate = CustomGate {
+            name: "cpu".into(),
+            query: "up".into(),
+            min: None,
+            max: Some(1.0),
+        };
         let mut data = window((300.0, 0.0, 100.0), (2700.0, 0.0, 100.0)).expect("ok");
         data.custom = vec![(gate.clone(), Ok(2.0))];
         let a = evaluate(&settings(), Counts::default(), Ok(data.clone()));
-        assert!(matches!(&a.verdict, Verdict::Fail { reason, decisive: false } if reason.contains("gate cpu = 2")), "{a:?}");
+        assert!(
+            matches!(&a.verdict, Verdict::Fail { reason, decisive: false } if reason.contains("gate cpu = 2")),
+            "{a:?}"
+        );
         data.custom = vec![(gate, Err("empty result".into()))];
         let a = evaluate(&settings(), Counts::default(), Ok(data));
         assert!(matches!(a.verdict, Verdict::NoData { .. }), "{a:?}");

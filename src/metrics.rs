@@ -82,36 +82,92 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("canary_gate");
         let admission_requests = Family::<AdmissionLabels, Counter>::default();
-        registry.register("admission_requests", "Admission requests by endpoint, outcome and reason", admission_requests.clone());
+        registry.register(
+            "admission_requests",
+            "Admission requests by endpoint, outcome and reason",
+            admission_requests.clone(),
+        );
         let admission_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
             // 25 µs .. ~0.8 s: the interesting range for a webhook in the write path.
             Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
         });
-        registry.register("admission_duration_seconds", "Time to decide and encode an admission answer", admission_duration.clone());
+        registry.register(
+            "admission_duration_seconds",
+            "Time to decide and encode an admission answer",
+            admission_duration.clone(),
+        );
         let kube_calls = Family::<CallLabels, Counter>::default();
-        registry.register("kube_calls", "Kubernetes API calls by call and outcome", kube_calls.clone());
+        registry.register(
+            "kube_calls",
+            "Kubernetes API calls by call and outcome",
+            kube_calls.clone(),
+        );
         let prometheus_queries = Family::<CallLabels, Counter>::default();
-        registry.register("prometheus_queries", "Prometheus queries by outcome", prometheus_queries.clone());
+        registry.register(
+            "prometheus_queries",
+            "Prometheus queries by outcome",
+            prometheus_queries.clone(),
+        );
         let tls_reloads = Family::<CallLabels, Counter>::default();
-        registry.register("tls_reloads", "Certificate reloads from disk by outcome", tls_reloads.clone());
+        registry.register(
+            "tls_reloads",
+            "Certificate reloads from disk by outcome",
+            tls_reloads.clone(),
+        );
         let rollout_weight = Family::<RolloutLabels, Gauge>::default();
-        registry.register("rollout_weight_percent", "Traffic percent sent to the canary", rollout_weight.clone());
+        registry.register(
+            "rollout_weight_percent",
+            "Traffic percent sent to the canary",
+            rollout_weight.clone(),
+        );
         let rollout_failed_checks = Family::<RolloutLabels, Gauge>::default();
-        registry.register("rollout_failed_checks", "Failed checks of the running rollout", rollout_failed_checks.clone());
+        registry.register(
+            "rollout_failed_checks",
+            "Failed checks of the running rollout",
+            rollout_failed_checks.clone(),
+        );
         let rollouts_by_phase = Family::<PhaseLabels, Gauge>::default();
-        registry.register("rollouts", "Managed rollouts by phase", rollouts_by_phase.clone());
+        registry.register(
+            "rollouts",
+            "Managed rollouts by phase",
+            rollouts_by_phase.clone(),
+        );
         let gate_value = Family::<GateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register("gate_value", "Last value of each gate (success rate %, p99 ms, custom)", gate_value.clone());
+        registry.register(
+            "gate_value",
+            "Last value of each gate (success rate %, p99 ms, custom)",
+            gate_value.clone(),
+        );
         let checks = Family::<NameLabels, Counter>::default();
-        registry.register("checks", "Analysis checks by result (passed, failed, inconclusive, not_enough_data)", checks.clone());
+        registry.register(
+            "checks",
+            "Analysis checks by result (passed, failed, inconclusive, not_enough_data)",
+            checks.clone(),
+        );
         let decisions = Family::<NameLabels, Counter>::default();
-        registry.register("decisions", "Rollout decisions (step, promote, rollback, ...)", decisions.clone());
+        registry.register(
+            "decisions",
+            "Rollout decisions (step, promote, rollback, ...)",
+            decisions.clone(),
+        );
         let tick_lateness = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        registry.register("tick_lateness_seconds", "How late the analyzer tick started versus its schedule", tick_lateness.clone());
+        registry.register(
+            "tick_lateness_seconds",
+            "How late the analyzer tick started versus its schedule",
+            tick_lateness.clone(),
+        );
         let tick_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        registry.register("tick_duration_seconds", "Time one analyzer tick took", tick_duration.clone());
+        registry.register(
+            "tick_duration_seconds",
+            "Time one analyzer tick took",
+            tick_duration.clone(),
+        );
         let leader = Gauge::default();
-        registry.register("leader", "1 when this replica holds the analyzer lease", leader.clone());
+        registry.register(
+            "leader",
+            "1 when this replica holds the analyzer lease",
+            leader.clone(),
+        );
         Arc::new(Metrics {
             registry,
             admission_requests,
@@ -138,7 +194,11 @@ impl Metrics {
         out
     }
 
-    pub fn count_call(family: &Family<CallLabels, Counter>, call: &'static str, outcome: CallOutcome) {
+    pub fn count_call(
+        family: &Family<CallLabels, Counter>,
+        call: &'static str,
+        outcome: CallOutcome,
+    ) {
         family.get_or_create(&CallLabels { call, outcome }).inc();
     }
 }

@@ -25,7 +25,11 @@ pub enum PromError {
 
 /// Anything that answers PromQL instant queries (the real client, or a test double).
 pub trait QueryApi: Send + Sync {
-    fn query(&self, promql: &str, at: Timestamp) -> impl std::future::Future<Output = Result<Vec<Sample>, PromError>> + Send;
+    fn query(
+        &self,
+        promql: &str,
+        at: Timestamp,
+    ) -> impl std::future::Future<Output = Result<Vec<Sample>, PromError>> + Send;
 }
 
 #[derive(Clone)]
@@ -68,7 +72,12 @@ impl PromClient {
             .pool_max_idle_per_host(4)
             .build()
             .map_err(|e| PromError::Http(e.to_string()))?;
-        Ok(PromClient { http, base: base.trim_end_matches('/').to_string(), timeout, metrics })
+        Ok(PromClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            timeout,
+            metrics,
+        })
     }
 
     async fn query_inner(&self, promql: &str, at: Timestamp) -> Result<Vec<Sample>, PromError> {
@@ -81,7 +90,13 @@ impl PromClient {
         let response = tokio::time::timeout(self.timeout, request)
             .await
             .map_err(|_| PromError::Timeout(self.timeout))?
-            .map_err(|e| if e.is_timeout() { PromError::Timeout(self.timeout) } else { PromError::Http(e.to_string()) })?;
+            .map_err(|e| {
+                if e.is_timeout() {
+                    PromError::Timeout(self.timeout)
+                } else {
+                    PromError::Http(e.to_string())
+                }
+            })?;
         let status = response.status();
         let body = tokio::time::timeout(self.timeout, response.bytes())
             .await
@@ -95,22 +110,32 @@ impl PromClient {
                 message: parsed.error.unwrap_or_default(),
             });
         }
-        let data = parsed.data.ok_or_else(|| PromError::Decode("no data".into()))?;
+        let data = parsed
+            .data
+            .ok_or_else(|| PromError::Decode("no data".into()))?;
         match data.result_type.as_str() {
             "vector" => {
-                let samples: Vec<VectorSample> =
-                    serde_json::from_value(data.result).map_err(|e| PromError::Decode(e.to_string()))?;
+                let samples: Vec<VectorSample> = serde_json::from_value(data.result)
+                    .map_err(|e| PromError::Decode(e.to_string()))?;
                 Ok(samples
                     .into_iter()
-                    .map(|s| Sample { labels: s.metric, value: parse_value(&s.value.1) })
+                    .map(|s| Sample {
+                        labels: s.metric,
+                        value: parse_value(&s.value.1),
+                    })
                     .collect())
             }
             "scalar" => {
-                let (_, v): (f64, String) =
-                    serde_json::from_value(data.result).map_err(|e| PromError::Decode(e.to_string()))?;
-                Ok(vec![Sample { labels: BTreeMap::new(), value: parse_value(&v) }])
+                let (_, v): (f64, String) = serde_json::from_value(data.result)
+                    .map_err(|e| PromError::Decode(e.to_string()))?;
+                Ok(vec![Sample {
+                    labels: BTreeMap::new(),
+                    value: parse_value(&v),
+                }])
             }
-            other => Err(PromError::Decode(format!("result type {other}, expected an instant vector"))),
+            other => Err(PromError::Decode(format!(
+                "result type {other}, expected an instant vector"
+            ))),
         }
     }
 }

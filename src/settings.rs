@@ -77,7 +77,12 @@ impl CustomGate {
     }
 }
 
-pub fn render_template(template: &str, namespace: &str, workload: &str, window: Duration) -> String {
+pub fn render_template(
+    template: &str,
+    namespace: &str,
+    workload: &str,
+    window: Duration,
+) -> String {
     template
         .replace("{namespace}", namespace)
         .replace("{workload}", workload)
@@ -117,7 +122,11 @@ pub struct SettingError {
 
 impl fmt::Display for SettingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "annotation {}={:?} is invalid: {}", self.annotation, self.value, self.allowed)
+        write!(
+            f,
+            "annotation {}={:?} is invalid: {}",
+            self.annotation, self.value, self.allowed
+        )
     }
 }
 
@@ -150,7 +159,10 @@ impl Settings {
         defaults: &Defaults,
         annotations: &BTreeMap<String, String>,
     ) -> Result<Settings, SettingErrors> {
-        let mut p = Parser { annotations, errors: Vec::new() };
+        let mut p = Parser {
+            annotations,
+            errors: Vec::new(),
+        };
         if let Some(v) = annotations.get(ann::ENABLED) {
             if !matches!(v.trim(), "true" | "false") {
                 p.error(ann::ENABLED, v, "must be \"true\" or \"false\"");
@@ -160,31 +172,78 @@ impl Settings {
         let step_weight = p.int(ann::STEP_WEIGHT, defaults.step_weight, 1, 100);
         let max_weight = p.int(ann::MAX_WEIGHT, defaults.max_weight, 1, 100);
         let threshold = p.int(ann::THRESHOLD, defaults.threshold, 1, 1000);
-        let min_success_rate = p.float(ann::MIN_SUCCESS_RATE, defaults.min_success_rate, 0.0, 100.0, "a percentage from 0 to 100, e.g. 99 or 99.5");
-        let max_p99_ms = p.float(ann::MAX_P99_MS, defaults.max_p99_ms, 0.001, 3_600_000.0, "milliseconds, a number greater than 0 and at most 3600000");
-        let inconclusive_limit = p.int(ann::INCONCLUSIVE_LIMIT, defaults.inconclusive_limit, 1, 10_000);
-        let confidence = p.float(ann::CONFIDENCE, defaults.confidence, 0.5, 0.999_999, "a probability from 0.5 to 0.999999, e.g. 0.99");
-        let min_requests = p.float(ann::MIN_REQUESTS, defaults.min_requests, 0.0, 1e12, "a number of requests, 0 or more");
-        let tolerance = p.float(ann::TOLERANCE, defaults.tolerance, 0.0, 100.0, "a relative tolerance from 0 to 100, e.g. 0.5 = canary may be 1.5 × stable");
+        let min_success_rate = p.float(
+            ann::MIN_SUCCESS_RATE,
+            defaults.min_success_rate,
+            0.0,
+            100.0,
+            "a percentage from 0 to 100, e.g. 99 or 99.5",
+        );
+        let max_p99_ms = p.float(
+            ann::MAX_P99_MS,
+            defaults.max_p99_ms,
+            0.001,
+            3_600_000.0,
+            "milliseconds, a number greater than 0 and at most 3600000",
+        );
+        let inconclusive_limit = p.int(
+            ann::INCONCLUSIVE_LIMIT,
+            defaults.inconclusive_limit,
+            1,
+            10_000,
+        );
+        let confidence = p.float(
+            ann::CONFIDENCE,
+            defaults.confidence,
+            0.5,
+            0.999_999,
+            "a probability from 0.5 to 0.999999, e.g. 0.99",
+        );
+        let min_requests = p.float(
+            ann::MIN_REQUESTS,
+            defaults.min_requests,
+            0.0,
+            1e12,
+            "a number of requests, 0 or more",
+        );
+        let tolerance = p.float(
+            ann::TOLERANCE,
+            defaults.tolerance,
+            0.0,
+            100.0,
+            "a relative tolerance from 0 to 100, e.g. 0.5 = canary may be 1.5 × stable",
+        );
         if step_weight > max_weight && p.errors.is_empty() {
             let (key, value) = if annotations.contains_key(ann::STEP_WEIGHT) {
                 (ann::STEP_WEIGHT, step_weight.to_string())
             } else {
                 (ann::MAX_WEIGHT, max_weight.to_string())
             };
-            p.error(key, &value, &format!("step-weight ({step_weight}) must not exceed max-weight ({max_weight})"));
+            p.error(
+                key,
+                &value,
+                &format!("step-weight ({step_weight}) must not exceed max-weight ({max_weight})"),
+            );
         }
         let service = match annotations.get(ann::SERVICE) {
             Some(v) if is_dns_label(v) => Some(v.clone()),
             Some(v) => {
-                p.error(ann::SERVICE, v, "must be the name of a Service in the same namespace (a DNS-1035 label)");
+                p.error(
+                    ann::SERVICE,
+                    v,
+                    "must be the name of a Service in the same namespace (a DNS-1035 label)",
+                );
                 None
             }
             None => None,
         };
         if let Some(v) = annotations.get(ann::ACTION) {
             if crate::rollout::state::Action::parse(v).is_none() {
-                p.error(ann::ACTION, v, "must be one of promote, abort, pause, resume");
+                p.error(
+                    ann::ACTION,
+                    v,
+                    "must be one of promote, abort, pause, resume",
+                );
             }
         }
         let gates = p.gates();
@@ -239,7 +298,8 @@ fn is_dns_label(s: &str) -> bool {
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && !s.ends_with('-')
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 struct Parser<'a> {
@@ -257,18 +317,26 @@ impl Parser<'_> {
     }
 
     fn int(&mut self, key: &str, default: u32, lo: u32, hi: u32) -> u32 {
-        let Some(raw) = self.annotations.get(key) else { return default };
+        let Some(raw) = self.annotations.get(key) else {
+            return default;
+        };
         match raw.trim().parse::<u32>() {
             Ok(v) if (lo..=hi).contains(&v) => v,
             _ => {
-                self.error(key, raw, &format!("must be a whole number from {lo} to {hi}"));
+                self.error(
+                    key,
+                    raw,
+                    &format!("must be a whole number from {lo} to {hi}"),
+                );
                 default
             }
         }
     }
 
     fn float(&mut self, key: &str, default: f64, lo: f64, hi: f64, allowed: &str) -> f64 {
-        let Some(raw) = self.annotations.get(key) else { return default };
+        let Some(raw) = self.annotations.get(key) else {
+            return default;
+        };
         let trimmed = raw.trim().trim_end_matches('%').trim();
         match trimmed.parse::<f64>() {
             Ok(v) if v.is_finite() && v >= lo && v <= hi => v,
@@ -280,7 +348,9 @@ impl Parser<'_> {
     }
 
     fn duration(&mut self, key: &str, default: Duration) -> Duration {
-        let Some(raw) = self.annotations.get(key) else { return default };
+        let Some(raw) = self.annotations.get(key) else {
+            return default;
+        };
         let allowed = "must be a duration from 1s to 1h, e.g. 30s, 2m or 1m30s";
         match humantime::parse_duration(raw.trim()) {
             Ok(d) if (MIN_INTERVAL..=MAX_INTERVAL).contains(&d) && d.subsec_nanos() == 0 => d,
@@ -298,7 +368,9 @@ impl Parser<'_> {
     fn gates(&mut self) -> Vec<CustomGate> {
         let mut gates = Vec::new();
         for (key, raw) in self.annotations.range(ann::GATE_PREFIX.to_string()..) {
-            let Some(name) = key.strip_prefix(ann::GATE_PREFIX) else { break };
+            let Some(name) = key.strip_prefix(ann::GATE_PREFIX) else {
+                break;
+            };
             let shape = "must be JSON like {\"query\": \"<PromQL with {namespace}, {workload}, {interval}>\", \"max\": <number>} (or \"min\")";
             if !is_dns_label(name) {
                 self.error(key, raw, "the gate name after `gate.` must be a lowercase DNS label, e.g. gate.error-budget");
@@ -313,10 +385,18 @@ impl Parser<'_> {
             };
             gate.name = name.to_string();
             if gate.min.is_none() && gate.max.is_none() {
-                self.error(key, raw, &format!("{shape}: a threshold (\"min\" or \"max\") is required"));
+                self.error(
+                    key,
+                    raw,
+                    &format!("{shape}: a threshold (\"min\" or \"max\") is required"),
+                );
                 continue;
             }
-            if [gate.min, gate.max].iter().flatten().any(|v| !v.is_finite()) {
+            if [gate.min, gate.max]
+                .iter()
+                .flatten()
+                .any(|v| !v.is_finite())
+            {
                 self.error(key, raw, "thresholds must be finite numbers");
                 continue;
             }
@@ -324,7 +404,11 @@ impl Parser<'_> {
             // caught at admission and not at the first analysis tick.
             let sample = gate.render("ns", "workload", Duration::from_secs(30));
             if let Err(e) = promql_parser::parser::parse(&sample) {
-                self.error(key, raw, &format!("the query is not valid PromQL: {}", e.trim()));
+                self.error(
+                    key,
+                    raw,
+                    &format!("the query is not valid PromQL: {}", e.trim()),
+                );
                 continue;
             }
             gates.push(gate);
@@ -346,7 +430,14 @@ impl Parser<'_> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (k, v) in unknown {
-            self.error(&k, &v, &format!("unknown canary-gate annotation; known settings: {}", known_settings()));
+            self.error(
+                &k,
+                &v,
+                &format!(
+                    "unknown canary-gate annotation; known settings: {}",
+                    known_settings()
+                ),
+            );
         }
     }
 }
@@ -365,7 +456,10 @@ mod tests {
     use super::*;
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Settings, SettingErrors> {
@@ -378,7 +472,10 @@ mod tests {
         assert_eq!(s.interval, Duration::from_secs(30));
         assert_eq!((s.step_weight, s.max_weight, s.threshold), (10, 50, 5));
         assert_eq!((s.min_success_rate, s.max_p99_ms), (99.0, 500.0));
-        assert_eq!(s.plan(), "10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms");
+        assert_eq!(
+            s.plan(),
+            "10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms"
+        );
     }
 
     #[test]
@@ -401,7 +498,10 @@ mod tests {
 
     #[test]
     fn interval_accepts_one_second_and_rejects_less() {
-        assert_eq!(parse(&[(ann::INTERVAL, "1s")]).expect("valid").interval, Duration::from_secs(1));
+        assert_eq!(
+            parse(&[(ann::INTERVAL, "1s")]).expect("valid").interval,
+            Duration::from_secs(1)
+        );
         for bad in ["500ms", "0s", "soon", "2h", "1.5s", ""] {
             let err = parse(&[(ann::INTERVAL, bad)]).expect_err(bad);
             assert_eq!(err.0.len(), 1, "{bad}");
@@ -427,7 +527,10 @@ mod tests {
         let text = err.to_string();
         assert_eq!(err.0.len(), 9, "{text}");
         assert!(text.contains("canary-gate.io/max-weight=\"150\" is invalid: must be a whole number from 1 to 100"), "{text}");
-        assert!(text.contains("canary-gate.io/step-weight=\"ten\""), "{text}");
+        assert!(
+            text.contains("canary-gate.io/step-weight=\"ten\""),
+            "{text}"
+        );
         assert!(text.contains("canary-gate.io/action=\"explode\" is invalid: must be one of promote, abort, pause, resume"), "{text}");
     }
 
@@ -465,7 +568,10 @@ mod tests {
     #[test]
     fn custom_gate_errors() {
         let cases = [
-            (r#"{"query": "sum(rate(x[{interval}])", "max": 1}"#, "not valid PromQL"),
+            (
+                r#"{"query": "sum(rate(x[{interval}])", "max": 1}"#,
+                "not valid PromQL",
+            ),
             (r#"{"query": "up"}"#, "threshold"),
             (r#"{"query": "up", "max": 1, "mix": 2}"#, "unknown field"),
             ("not json", "must be JSON"),
@@ -474,7 +580,8 @@ mod tests {
             let err = parse(&[("canary-gate.io/gate.g", raw)]).expect_err(raw);
             assert!(err.to_string().contains(expect), "{raw}: {err}");
         }
-        let err = parse(&[("canary-gate.io/gate.Bad", r#"{"query":"up","max":1}"#)]).expect_err("name");
+        let err =
+            parse(&[("canary-gate.io/gate.Bad", r#"{"query":"up","max":1}"#)]).expect_err("name");
         assert!(err.to_string().contains("lowercase DNS label"));
     }
 

@@ -44,9 +44,16 @@ pub fn render(deployments: &[Deployment], now: Timestamp) -> String {
     let mut sorted: Vec<&Deployment> = deployments.iter().collect();
     sorted.sort_by_key(|d| (d.metadata.namespace.clone(), d.metadata.name.clone()));
     for d in sorted {
-        let annotations: BTreeMap<String, String> = d.metadata.annotations.clone().unwrap_or_default();
-        let Ok(s) = RolloutState::from_annotations(&annotations) else { continue };
-        let detail = if s.gates.is_empty() { s.message.clone() } else { format!("{} — {}", s.gates, s.message) };
+        let annotations: BTreeMap<String, String> =
+            d.metadata.annotations.clone().unwrap_or_default();
+        let Ok(s) = RolloutState::from_annotations(&annotations) else {
+            continue;
+        };
+        let detail = if s.gates.is_empty() {
+            s.message.clone()
+        } else {
+            format!("{} — {}", s.gates, s.message)
+        };
         rows.push([
             d.metadata.namespace.clone().unwrap_or_default(),
             d.metadata.name.clone().unwrap_or_default(),
@@ -60,7 +67,9 @@ pub fn render(deployments: &[Deployment], now: Timestamp) -> String {
     if rows.len() == 1 {
         return "no rollouts recorded (annotate a Deployment with canary-gate.io/enabled=\"true\" and apply a new version)\n".into();
     }
-    let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for r in rows {
         for (c, w) in widths.iter().enumerate() {
@@ -74,9 +83,9 @@ pub fn render(deployments: &[Deployment], now: Timestamp) -> String {
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     use kube::api::{Api, ListParams};
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| anyhow::anyhow!("no cluster reachable (KUBECONFIG or in-cluster config): {e}"))?;
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("no cluster reachable (KUBECONFIG or in-cluster config): {e}")
+    })?;
     let api: Api<Deployment> = match &args.namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
@@ -113,12 +122,19 @@ mod tests {
     #[test]
     fn renders_rollouts_only() {
         let now: Timestamp = "2026-11-27T10:05:00Z".parse().expect("ts");
-        let mut state = RolloutState::pending("new".into(), "old".into(), "2026-11-27T10:00:00Z".parse().expect("ts"));
+        let mut state = RolloutState::pending(
+            "new".into(),
+            "old".into(),
+            "2026-11-27T10:00:00Z".parse().expect("ts"),
+        );
         state.phase = crate::rollout::state::Phase::Progressing;
         state.weight = 30;
         state.gates = "success=99.90% p99=120ms".into();
-        let annotations: BTreeMap<String, String> =
-            state.to_annotations().into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect();
+        let annotations: BTreeMap<String, String> = state
+            .to_annotations()
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+            .collect();
         let managed: Deployment = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "podinfo", "namespace": "shop", "annotations": annotations}
         }))

@@ -50,7 +50,10 @@ pub(crate) fn template(obj: &DynamicObject) -> Option<&Value> {
 }
 
 pub(crate) fn is_paused(obj: &DynamicObject) -> bool {
-    obj.data.pointer("/spec/paused").and_then(Value::as_bool).unwrap_or(false)
+    obj.data
+        .pointer("/spec/paused")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 /// The group and kind of the object under review, e.g. `("apps", "Deployment")`.

@@ -24,29 +24,45 @@ pub enum Mutation {
     /// Let it through untouched; `reason` is for logs and metrics.
     Pass { reason: &'static str },
     /// Let it through with a patch and warnings kubectl prints.
-    Patch { reason: &'static str, patch: Patch, warnings: Vec<String> },
-    Deny { reason: &'static str, message: String },
+    Patch {
+        reason: &'static str,
+        patch: Patch,
+        warnings: Vec<String>,
+    },
+    Deny {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl Mutation {
     pub fn reason(&self) -> &'static str {
         match self {
-            Mutation::Pass { reason } | Mutation::Patch { reason, .. } | Mutation::Deny { reason, .. } => reason,
+            Mutation::Pass { reason }
+            | Mutation::Patch { reason, .. }
+            | Mutation::Deny { reason, .. } => reason,
         }
     }
 }
 
 pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
     if group_kind(req) != ("apps", "Deployment") || req.sub_resource.is_some() {
-        return Mutation::Pass { reason: "not_a_deployment" };
+        return Mutation::Pass {
+            reason: "not_a_deployment",
+        };
     }
     if req.operation != Operation::Update {
-        return Mutation::Pass { reason: "not_an_update" };
+        return Mutation::Pass {
+            reason: "not_an_update",
+        };
     }
     let (Some(new), Some(old)) = (req.object.as_ref(), req.old_object.as_ref()) else {
         return Mutation::Deny {
             reason: "malformed",
-            message: format!("UPDATE of deployment {} without object and oldObject: cannot decide", req.name),
+            message: format!(
+                "UPDATE of deployment {} without object and oldObject: cannot decide",
+                req.name
+            ),
         };
     };
     let name = &req.name;
@@ -62,12 +78,18 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
     };
     if !is_managed(&new_annotations, cfg.manage_by_default) {
         return match state {
-            Some(s) if s.phase.holds_stable() || s.phase == Phase::Promoting => opt_out(name, new, s, now),
-            _ => Mutation::Pass { reason: "not_managed" },
+            Some(s) if s.phase.holds_stable() || s.phase == Phase::Promoting => {
+                opt_out(name, new, s, now)
+            }
+            _ => Mutation::Pass {
+                reason: "not_managed",
+            },
         };
     }
     if req.user_info.username.as_deref() == Some(cfg.controller_username.as_str()) {
-        return Mutation::Pass { reason: "controller" };
+        return Mutation::Pass {
+            reason: "controller",
+        };
     }
     let settings = match Settings::from_annotations(&cfg.defaults, &new_annotations) {
         Ok(s) => s,
@@ -85,7 +107,9 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
         // No new version. But a server-side apply that does not mention `spec.paused` resets
         // it, which would ship the held canary template to 100 %: keep the hold.
         return match &state {
-            Some(s) if s.phase.holds_stable() && s.canary_revision == new_rev && !is_paused(new) => {
+            Some(s)
+                if s.phase.holds_stable() && s.canary_revision == new_rev && !is_paused(new) =>
+            {
                 let mut patch = Patch(Vec::new());
                 add(&mut patch, &["spec", "paused"], Value::Bool(true));
                 Mutation::Patch {
@@ -97,20 +121,28 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
                     )],
                 }
             }
-            _ => Mutation::Pass { reason: "template_unchanged" },
+            _ => Mutation::Pass {
+                reason: "template_unchanged",
+            },
         };
     }
 
     if let Some(s) = &state {
         let active = s.phase.holds_stable() || s.phase == Phase::Promoting;
-        if (active || s.phase == Phase::Failed) && new_rev == s.stable_revision && !s.stable_revision.is_empty() {
+        if (active || s.phase == Phase::Failed)
+            && new_rev == s.stable_revision
+            && !s.stable_revision.is_empty()
+        {
             // Re-applying what already runs: nothing to release. Unpausing is safe because the
             // stable ReplicaSet already runs exactly this template.
             let mut next = s.clone();
             if active {
                 next.phase = Phase::Cancelled;
                 next.phase_since = now;
-                next.message = format!("cancelled: the stable template {} was re-applied", s.stable_revision);
+                next.message = format!(
+                    "cancelled: the stable template {} was re-applied",
+                    s.stable_revision
+                );
             } else {
                 next.message = format!("reverted to the stable template {}", s.stable_revision);
             }
@@ -130,14 +162,20 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
         Some(s)
             if is_paused(old)
                 && !s.stable_revision.is_empty()
-                && matches!(s.phase, Phase::Pending | Phase::Progressing | Phase::Paused | Phase::Failed) =>
+                && matches!(
+                    s.phase,
+                    Phase::Pending | Phase::Progressing | Phase::Paused | Phase::Failed
+                ) =>
         {
             s.stable_revision.clone()
         }
         _ => old_rev.clone(),
     };
     let mut warnings = Vec::new();
-    if let Some(s) = state.as_ref().filter(|s| s.phase.holds_stable() || s.phase == Phase::Promoting) {
+    if let Some(s) = state
+        .as_ref()
+        .filter(|s| s.phase.holds_stable() || s.phase == Phase::Promoting)
+    {
         warnings.push(format!(
             "{name}: rollout of {} ({}) restarted on the newer revision {new_rev}",
             s.canary_revision, s.phase
@@ -151,7 +189,11 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
     let next = RolloutState::pending(new_rev, stable_rev, now);
     let mut patch = state_patch(new, &next);
     add(&mut patch, &["spec", "paused"], Value::Bool(true));
-    Mutation::Patch { reason: "rollout_started", patch, warnings }
+    Mutation::Patch {
+        reason: "rollout_started",
+        patch,
+        warnings,
+    }
 }
 
 /// The Deployment stopped being managed mid-rollout: release the hold, record why.
@@ -175,13 +217,22 @@ fn state_patch(obj: &DynamicObject, state: &RolloutState) -> Patch {
     let existing: BTreeMap<String, String> = annotations(obj);
     let mut patch = Patch(Vec::new());
     if obj.metadata.annotations.is_none() {
-        add(&mut patch, &["metadata", "annotations"], Value::Object(Default::default()));
+        add(
+            &mut patch,
+            &["metadata", "annotations"],
+            Value::Object(Default::default()),
+        );
     }
     for (key, value) in state.to_annotations() {
         let path = PointerBuf::from_tokens(["metadata", "annotations", key]);
         match value {
-            Some(v) => patch.0.push(PatchOperation::Add(AddOperation { path, value: Value::String(v) })),
-            None if existing.contains_key(key) => patch.0.push(PatchOperation::Remove(RemoveOperation { path })),
+            Some(v) => patch.0.push(PatchOperation::Add(AddOperation {
+                path,
+                value: Value::String(v),
+            })),
+            None if existing.contains_key(key) => patch
+                .0
+                .push(PatchOperation::Remove(RemoveOperation { path })),
             None => {}
         }
     }
@@ -196,7 +247,9 @@ fn state_patch(obj: &DynamicObject, state: &RolloutState) -> Patch {
 
 fn add(patch: &mut Patch, tokens: &[&str], value: Value) {
     let path = PointerBuf::from_tokens(tokens.iter().copied());
-    patch.0.push(PatchOperation::Add(AddOperation { path, value }));
+    patch
+        .0
+        .push(PatchOperation::Add(AddOperation { path, value }));
 }
 
 #[cfg(test)]
@@ -205,7 +258,10 @@ mod tests {
     use crate::admission::review::decode;
 
     fn fixture(name: &str) -> Request {
-        let path = format!("{}/tests/fixtures/admission/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/admission/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         decode(&body).expect("fixture decodes")
     }
@@ -224,25 +280,36 @@ mod tests {
     }
 
     fn ann_of(obj: &Value, key: &str) -> Option<String> {
-        obj["metadata"]["annotations"][key].as_str().map(str::to_string)
+        obj["metadata"]["annotations"][key]
+            .as_str()
+            .map(str::to_string)
     }
 
     #[test]
     fn managed_template_change_pauses_and_records_the_rollout() {
         let req = fixture("21-managed-update-image-kubectl-apply.mutate");
         let m = decide(&req, &WebhookConfig::default(), now());
-        let Mutation::Patch { warnings, .. } = &m else { panic!("{m:?}") };
+        let Mutation::Patch { warnings, .. } = &m else {
+            panic!("{m:?}")
+        };
         let obj = patched(&req, &m);
         assert_eq!(obj["spec"]["paused"], true);
         assert_eq!(ann_of(&obj, ann::PHASE).as_deref(), Some("Pending"));
         assert_eq!(ann_of(&obj, ann::WEIGHT).as_deref(), Some("0"));
-        assert_eq!(ann_of(&obj, ann::STARTED_AT).as_deref(), Some("2026-11-27T12:00:00Z"));
-        let old_rev = template_revision(template(req.old_object.as_ref().expect("old")).expect("t"));
+        assert_eq!(
+            ann_of(&obj, ann::STARTED_AT).as_deref(),
+            Some("2026-11-27T12:00:00Z")
+        );
+        let old_rev =
+            template_revision(template(req.old_object.as_ref().expect("old")).expect("t"));
         let new_rev = template_revision(template(req.object.as_ref().expect("new")).expect("t"));
         assert_eq!(ann_of(&obj, ann::STABLE_REVISION), Some(old_rev));
         assert_eq!(ann_of(&obj, ann::CANARY_REVISION), Some(new_rev));
         // The user's template is untouched: no drift for kubectl / GitOps.
-        assert_eq!(obj["spec"]["template"], serde_json::to_value(req.object.as_ref().expect("o")).expect("j")["spec"]["template"]);
+        assert_eq!(
+            obj["spec"]["template"],
+            serde_json::to_value(req.object.as_ref().expect("o")).expect("j")["spec"]["template"]
+        );
         assert_eq!(
             warnings.last().map(String::as_str),
             Some("podinfo: canary 6.0.0 → 6.0.1, 10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms")
@@ -251,13 +318,31 @@ mod tests {
 
     #[test]
     fn dry_run_gets_the_same_answer() {
-        let live = decide(&fixture("21-managed-update-image-kubectl-apply.mutate"), &WebhookConfig::default(), now());
-        let dry = decide(&fixture("22-managed-update-image-dry-run-server.mutate"), &WebhookConfig::default(), now());
-        let (Mutation::Patch { patch: a, .. }, Mutation::Patch { patch: b, warnings, .. }) = (&live, &dry) else {
+        let live = decide(
+            &fixture("21-managed-update-image-kubectl-apply.mutate"),
+            &WebhookConfig::default(),
+            now(),
+        );
+        let dry = decide(
+            &fixture("22-managed-update-image-dry-run-server.mutate"),
+            &WebhookConfig::default(),
+            now(),
+        );
+        let (
+            Mutation::Patch { patch: a, .. },
+            Mutation::Patch {
+                patch: b, warnings, ..
+            },
+        ) = (&live, &dry)
+        else {
             panic!("{live:?} {dry:?}")
         };
         // The captures change different images; the answer has the same shape, no shortcut.
-        let paths = |p: &Patch| p.0.iter().map(|op| op.path().to_string()).collect::<Vec<_>>();
+        let paths = |p: &Patch| {
+            p.0.iter()
+                .map(|op| op.path().to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(paths(a), paths(b));
         assert!(warnings.iter().any(|w| w.contains("dry run")));
     }
@@ -267,30 +352,58 @@ mod tests {
         let cfg = WebhookConfig::default();
         for (name, reason) in [
             ("20-managed-create-kubectl-apply.mutate", "not_an_update"),
-            ("25-managed-update-scale-subresource.mutate", "not_a_deployment"),
+            (
+                "25-managed-update-scale-subresource.mutate",
+                "not_a_deployment",
+            ),
             ("07-update-scale-subresource.mutate", "not_a_deployment"),
             ("02-update-image-kubectl-apply.mutate", "not_managed"),
             ("08-update-metadata-only-annotate.mutate", "not_managed"),
-            ("23-managed-update-image-server-side-apply.mutate.2", "template_unchanged"),
-            ("23-managed-update-image-server-side-apply.mutate.8", "template_unchanged"),
+            (
+                "23-managed-update-image-server-side-apply.mutate.2",
+                "template_unchanged",
+            ),
+            (
+                "23-managed-update-image-server-side-apply.mutate.8",
+                "template_unchanged",
+            ),
         ] {
-            assert_eq!(decide(&fixture(name), &cfg, now()), Mutation::Pass { reason }, "{name}");
+            assert_eq!(
+                decide(&fixture(name), &cfg, now()),
+                Mutation::Pass { reason },
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn bad_settings_are_denied_naming_the_annotation() {
-        let m = decide(&fixture("26-managed-update-bad-max-weight.mutate"), &WebhookConfig::default(), now());
-        let Mutation::Deny { message, .. } = m else { panic!("{m:?}") };
-        assert!(message.contains("canary-gate.io/max-weight=\"150\""), "{message}");
+        let m = decide(
+            &fixture("26-managed-update-bad-max-weight.mutate"),
+            &WebhookConfig::default(),
+            now(),
+        );
+        let Mutation::Deny { message, .. } = m else {
+            panic!("{m:?}")
+        };
+        assert!(
+            message.contains("canary-gate.io/max-weight=\"150\""),
+            "{message}"
+        );
         assert!(message.contains("from 1 to 100"), "{message}");
     }
 
     /// Fixture with the rollout state of `state` on both objects (as stored) and valid settings.
     fn with_state(name: &str, state: &RolloutState, paused: bool) -> Request {
         let mut req = fixture(name);
-        for obj in [req.object.as_mut(), req.old_object.as_mut()].into_iter().flatten() {
-            let a = obj.metadata.annotations.get_or_insert_with(Default::default);
+        for obj in [req.object.as_mut(), req.old_object.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let a = obj
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default);
             a.remove(ann::MAX_WEIGHT);
             for (k, v) in state.to_annotations() {
                 if let Some(v) = v {
@@ -303,7 +416,8 @@ mod tests {
     }
 
     fn revs(req: &Request) -> (String, String) {
-        let t = |o: Option<&DynamicObject>| template_revision(o.and_then(template).expect("template"));
+        let t =
+            |o: Option<&DynamicObject>| template_revision(o.and_then(template).expect("template"));
         (t(req.old_object.as_ref()), t(req.object.as_ref()))
     }
 
@@ -311,8 +425,15 @@ mod tests {
     fn ssa_reset_of_paused_is_held_during_a_rollout() {
         let base = fixture("23-managed-update-image-server-side-apply.mutate.7");
         let (_, rev) = revs(&base);
-        let state = RolloutState { phase: Phase::Progressing, ..RolloutState::pending(rev, "stable0001".into(), now()) };
-        let mut req = with_state("23-managed-update-image-server-side-apply.mutate.7", &state, true);
+        let state = RolloutState {
+            phase: Phase::Progressing,
+            ..RolloutState::pending(rev, "stable0001".into(), now())
+        };
+        let mut req = with_state(
+            "23-managed-update-image-server-side-apply.mutate.7",
+            &state,
+            true,
+        );
         req.object.as_mut().expect("o").data["spec"]["paused"] = Value::Bool(false);
         let m = decide(&req, &WebhookConfig::default(), now());
         assert_eq!(m.reason(), "hold");
@@ -324,7 +445,10 @@ mod tests {
         let probe = fixture("21-managed-update-image-kubectl-apply.mutate");
         let (old_rev, new_rev) = revs(&probe);
         // Rollout of old_rev running; user re-applies new_rev which is what stable runs.
-        let state = RolloutState { phase: Phase::Progressing, ..RolloutState::pending(old_rev, new_rev, now()) };
+        let state = RolloutState {
+            phase: Phase::Progressing,
+            ..RolloutState::pending(old_rev, new_rev, now())
+        };
         let req = with_state("21-managed-update-image-kubectl-apply.mutate", &state, true);
         let m = decide(&req, &WebhookConfig::default(), now());
         assert_eq!(m.reason(), "cancel");
@@ -337,13 +461,25 @@ mod tests {
     fn a_newer_template_mid_rollout_restarts_and_keeps_the_running_stable() {
         let probe = fixture("24-managed-update-image-set-image.mutate");
         let (old_rev, new_rev) = revs(&probe);
-        let state = RolloutState { phase: Phase::Progressing, weight: 20, ..RolloutState::pending(old_rev, "s0s0s0s0s0".into(), now()) };
+        let state = RolloutState {
+            phase: Phase::Progressing,
+            weight: 20,
+            ..RolloutState::pending(old_rev, "s0s0s0s0s0".into(), now())
+        };
         let req = with_state("24-managed-update-image-set-image.mutate", &state, true);
         let m = decide(&req, &WebhookConfig::default(), now());
-        let Mutation::Patch { warnings, .. } = &m else { panic!("{m:?}") };
-        assert!(warnings[0].contains("restarted on the newer revision"), "{warnings:?}");
+        let Mutation::Patch { warnings, .. } = &m else {
+            panic!("{m:?}")
+        };
+        assert!(
+            warnings[0].contains("restarted on the newer revision"),
+            "{warnings:?}"
+        );
         let obj = patched(&req, &m);
-        assert_eq!(ann_of(&obj, ann::STABLE_REVISION).as_deref(), Some("s0s0s0s0s0"));
+        assert_eq!(
+            ann_of(&obj, ann::STABLE_REVISION).as_deref(),
+            Some("s0s0s0s0s0")
+        );
         assert_eq!(ann_of(&obj, ann::CANARY_REVISION), Some(new_rev));
         assert_eq!(ann_of(&obj, ann::WEIGHT).as_deref(), Some("0"));
         assert_eq!(ann_of(&obj, ann::PHASE).as_deref(), Some("Pending"));
@@ -354,7 +490,10 @@ mod tests {
         let mut req = fixture("28-managed-update-paused-already.mutate.2");
         req.object.as_mut().expect("o").metadata.annotations = None;
         req.old_object.as_mut().expect("o").metadata.annotations = None;
-        let cfg = WebhookConfig { manage_by_default: true, ..WebhookConfig::default() };
+        let cfg = WebhookConfig {
+            manage_by_default: true,
+            ..WebhookConfig::default()
+        };
         let m = decide(&req, &cfg, now());
         assert_eq!(m.reason(), "rollout_started");
         let obj = patched(&req, &m);
@@ -367,16 +506,31 @@ mod tests {
         let mut req = fixture("21-managed-update-image-kubectl-apply.mutate");
         let cfg = WebhookConfig::default();
         req.user_info.username = Some(cfg.controller_username.clone());
-        assert_eq!(decide(&req, &cfg, now()), Mutation::Pass { reason: "controller" });
+        assert_eq!(
+            decide(&req, &cfg, now()),
+            Mutation::Pass {
+                reason: "controller"
+            }
+        );
     }
 
     #[test]
     fn opting_out_mid_rollout_releases_the_hold() {
         let probe = fixture("21-managed-update-image-kubectl-apply.mutate");
         let (_, new_rev) = revs(&probe);
-        let state = RolloutState { phase: Phase::Progressing, ..RolloutState::pending(new_rev, "s".into(), now()) };
+        let state = RolloutState {
+            phase: Phase::Progressing,
+            ..RolloutState::pending(new_rev, "s".into(), now())
+        };
         let mut req = with_state("21-managed-update-image-kubectl-apply.mutate", &state, true);
-        req.object.as_mut().expect("o").metadata.annotations.as_mut().expect("a").remove(ann::ENABLED);
+        req.object
+            .as_mut()
+            .expect("o")
+            .metadata
+            .annotations
+            .as_mut()
+            .expect("a")
+            .remove(ann::ENABLED);
         let m = decide(&req, &WebhookConfig::default(), now());
         assert_eq!(m.reason(), "opt_out");
         assert_eq!(patched(&req, &m)["spec"]["paused"], false);
@@ -386,6 +540,9 @@ mod tests {
     fn update_without_old_object_is_denied_not_panicking() {
         let mut req = fixture("21-managed-update-image-kubectl-apply.mutate");
         req.old_object = None;
-        assert_eq!(decide(&req, &WebhookConfig::default(), now()).reason(), "malformed");
+        assert_eq!(
+            decide(&req, &WebhookConfig::default(), now()).reason(),
+            "malformed"
+        );
     }
 }

@@ -12,14 +12,20 @@ pub struct Policies {
 
 impl Default for Policies {
     fn default() -> Self {
-        Self { require_readiness_probe: true, forbid_latest_tag: true, require_resource_requests: false }
+        Self {
+            require_readiness_probe: true,
+            forbid_latest_tag: true,
+            require_resource_requests: false,
+        }
     }
 }
 
 /// Every violation in the template, each naming the container, the field and the fix.
 pub fn violations(policies: &Policies, template: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    let containers = template.pointer("/spec/containers").and_then(Value::as_array);
+    let containers = template
+        .pointer("/spec/containers")
+        .and_then(Value::as_array);
     for (i, c) in containers.into_iter().flatten().enumerate() {
         let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
         let path = format!("spec.template.spec.containers[{i}] ({name})");
@@ -38,7 +44,9 @@ pub fn violations(policies: &Policies, template: &Value) -> Vec<String> {
         }
         if policies.require_resource_requests {
             for resource in ["cpu", "memory"] {
-                let set = c.pointer(&format!("/resources/requests/{resource}")).is_some_and(|v| !v.is_null());
+                let set = c
+                    .pointer(&format!("/resources/requests/{resource}"))
+                    .is_some_and(|v| !v.is_null());
                 if !set {
                     out.push(format!(
                         "{path}: resources.requests.{resource} is required; set spec.template.spec.containers[{i}].resources.requests.{resource}"
@@ -67,7 +75,11 @@ mod tests {
     use serde_json::json;
 
     fn all() -> Policies {
-        Policies { require_readiness_probe: true, forbid_latest_tag: true, require_resource_requests: true }
+        Policies {
+            require_readiness_probe: true,
+            forbid_latest_tag: true,
+            require_resource_requests: true,
+        }
     }
 
     #[test]
@@ -81,15 +93,23 @@ mod tests {
         let t = json!({"spec": {"containers": [{"name": "app", "image": "nginx"}, {"name": "side", "image": "x:latest", "readinessProbe": {}}]}});
         let v = violations(&all(), &t);
         assert_eq!(v.len(), 1 + 1 + 2 + 1 + 2, "{v:#?}");
-        assert!(v[0].starts_with("spec.template.spec.containers[0] (app): readinessProbe is required"));
-        assert!(v.iter().any(|m| m.contains("containers[1] (side): image \"x:latest\"")));
+        assert!(
+            v[0].starts_with("spec.template.spec.containers[0] (app): readinessProbe is required")
+        );
+        assert!(v
+            .iter()
+            .any(|m| m.contains("containers[1] (side): image \"x:latest\"")));
         assert!(v.iter().any(|m| m.contains("resources.requests.memory")));
     }
 
     #[test]
     fn switched_off_policies_do_not_apply() {
         let t = json!({"spec": {"containers": [{"name": "app", "image": "nginx"}]}});
-        let none = Policies { require_readiness_probe: false, forbid_latest_tag: false, require_resource_requests: false };
+        let none = Policies {
+            require_readiness_probe: false,
+            forbid_latest_tag: false,
+            require_resource_requests: false,
+        };
         assert!(violations(&none, &t).is_empty());
     }
 

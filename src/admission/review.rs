@@ -32,7 +32,11 @@ pub fn decode(body: &[u8]) -> Result<Request, DecodeError> {
     // the uid and say what is wrong.
     match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
         Ok(review) => {
-            let uid = review.request.as_ref().map(|r| r.uid.clone()).unwrap_or_default();
+            let uid = review
+                .request
+                .as_ref()
+                .map(|r| r.uid.clone())
+                .unwrap_or_default();
             review.try_into().map_err(|_| DecodeError::Malformed {
                 uid,
                 reason: "the review has no `request`".into(),
@@ -45,7 +49,10 @@ pub fn decode(body: &[u8]) -> Result<Request, DecodeError> {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            Err(DecodeError::Malformed { uid, reason: typed_err.to_string() })
+            Err(DecodeError::Malformed {
+                uid,
+                reason: typed_err.to_string(),
+            })
         }
     }
 }
@@ -77,7 +84,10 @@ mod tests {
 
     #[test]
     fn not_json_is_its_own_error() {
-        assert!(matches!(decode(b"\x00garbage"), Err(DecodeError::NotJson(_))));
+        assert!(matches!(
+            decode(b"\x00garbage"),
+            Err(DecodeError::NotJson(_))
+        ));
     }
 
     #[test]

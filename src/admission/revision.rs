@@ -9,13 +9,20 @@ pub fn template_revision(template: &Value) -> String {
     let mut canonical = Vec::with_capacity(1024);
     write_canonical(template, &mut canonical);
     let digest = ring::digest::digest(&ring::digest::SHA256, &canonical);
-    digest.as_ref()[..5].iter().map(|b| format!("{b:02x}")).collect()
+    digest.as_ref()[..5]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k).collect();
+            let mut keys: Vec<&String> = map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, _)| k)
+                .collect();
             keys.sort();
             out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
@@ -49,14 +56,24 @@ fn write_scalar(v: &Value, out: &mut Vec<u8>) {
 
 /// What a person calls the change: `6.0.0 → 6.0.1` from the first container whose image
 /// changed, else the revisions.
-pub fn describe_change(old_template: &Value, new_template: &Value, old_rev: &str, new_rev: &str) -> String {
+pub fn describe_change(
+    old_template: &Value,
+    new_template: &Value,
+    old_rev: &str,
+    new_rev: &str,
+) -> String {
     let images = |t: &Value| -> Vec<(String, String)> {
         t.pointer("/spec/containers")
             .and_then(Value::as_array)
             .map(|cs| {
                 cs.iter()
                     .map(|c| {
-                        let field = |f: &str| c.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
+                        let field = |f: &str| {
+                            c.get(f)
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string()
+                        };
                         (field("name"), field("image"))
                     })
                     .collect()
@@ -104,7 +121,11 @@ mod tests {
         let a = json!({"spec": {"containers": [{"name": "c", "image": "i:1"}]}});
         let b = json!({"spec": {"containers": [{"name": "c", "image": "i:2"}]}});
         let c = json!({"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "now"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}});
-        let revs = [template_revision(&a), template_revision(&b), template_revision(&c)];
+        let revs = [
+            template_revision(&a),
+            template_revision(&b),
+            template_revision(&c),
+        ];
         assert_ne!(revs[0], revs[1]);
         assert_ne!(revs[0], revs[2]);
     }
@@ -122,6 +143,9 @@ mod tests {
         assert_eq!(image_version("nginx:1.27"), "1.27");
         assert_eq!(image_version("registry:5000/app"), "registry:5000/app");
         assert_eq!(image_version("registry:5000/app:v2"), "v2");
-        assert_eq!(image_version("app@sha256:0123456789abcdef0123"), "sha256:0123456789ab");
+        assert_eq!(
+            image_version("app@sha256:0123456789abcdef0123"),
+            "sha256:0123456789ab"
+        );
     }
 }

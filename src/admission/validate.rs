@@ -14,8 +14,13 @@ use crate::settings::{is_managed, Settings};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Validation {
-    Allow { reason: &'static str },
-    Deny { reason: &'static str, message: String },
+    Allow {
+        reason: &'static str,
+    },
+    Deny {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl Validation {
@@ -28,7 +33,9 @@ impl Validation {
 
 /// Objects canary-gate created (label) or adopted (original routes kept on it).
 fn is_managed_object(obj: &DynamicObject) -> bool {
-    labels(obj).get(ann::MANAGED_LABEL).is_some_and(|v| v == "true")
+    labels(obj)
+        .get(ann::MANAGED_LABEL)
+        .is_some_and(|v| v == "true")
         || annotations(obj).contains_key(ann::ORIGINAL_ROUTES)
 }
 
@@ -45,7 +52,10 @@ pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
     };
     if let Some(obj) = guarded.filter(|o| is_managed_object(o)) {
         if !is_controller {
-            let owner = annotations(obj).get(ann::OWNER).cloned().unwrap_or_else(|| "its Deployment".into());
+            let owner = annotations(obj)
+                .get(ann::OWNER)
+                .cloned()
+                .unwrap_or_else(|| "its Deployment".into());
             return Validation::Deny {
                 reason: "managed_object",
                 message: format!(
@@ -55,27 +65,40 @@ pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
                 ),
             };
         }
-        return Validation::Allow { reason: "controller" };
+        return Validation::Allow {
+            reason: "controller",
+        };
     }
 
     if (group, kind) != ("apps", "Deployment") || req.sub_resource.is_some() {
-        return Validation::Allow { reason: "not_guarded" };
+        return Validation::Allow {
+            reason: "not_guarded",
+        };
     }
     if !matches!(req.operation, Operation::Create | Operation::Update) {
-        return Validation::Allow { reason: "not_a_write" };
+        return Validation::Allow {
+            reason: "not_a_write",
+        };
     }
     if is_controller {
-        return Validation::Allow { reason: "controller" };
+        return Validation::Allow {
+            reason: "controller",
+        };
     }
     let Some(new) = req.object.as_ref() else {
         return Validation::Deny {
             reason: "malformed",
-            message: format!("{:?} of deployment {} without object: cannot decide", req.operation, req.name),
+            message: format!(
+                "{:?} of deployment {} without object: cannot decide",
+                req.operation, req.name
+            ),
         };
     };
     let new_annotations = annotations(new);
     if !is_managed(&new_annotations, cfg.manage_by_default) {
-        return Validation::Allow { reason: "not_managed" };
+        return Validation::Allow {
+            reason: "not_managed",
+        };
     }
     if let Err(errors) = Settings::from_annotations(&cfg.defaults, &new_annotations) {
         return Validation::Deny {
@@ -86,7 +109,11 @@ pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
     // Policies apply to what will be released: a new Deployment or a new template. Scaling or
     // annotating an older, non-compliant Deployment stays possible.
     let new_template = template(new);
-    let template_changed = match (req.operation.clone(), req.old_object.as_ref().and_then(template), new_template) {
+    let template_changed = match (
+        req.operation.clone(),
+        req.old_object.as_ref().and_then(template),
+        new_template,
+    ) {
         (Operation::Create, _, _) => true,
         (_, Some(old_t), Some(new_t)) => template_revision(old_t) != template_revision(new_t),
         _ => true,
@@ -97,7 +124,11 @@ pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
             if !problems.is_empty() {
                 return Validation::Deny {
                     reason: "policy",
-                    message: format!("deployment {} violates rollout policy: {}", req.name, problems.join("; ")),
+                    message: format!(
+                        "deployment {} violates rollout policy: {}",
+                        req.name,
+                        problems.join("; ")
+                    ),
                 };
             }
         }
@@ -111,7 +142,10 @@ mod tests {
     use crate::admission::review::decode;
 
     fn fixture(name: &str) -> Request {
-        let path = format!("{}/tests/fixtures/admission/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/admission/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
         decode(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).expect("decodes")
     }
 
@@ -137,8 +171,13 @@ mod tests {
 
     #[test]
     fn bad_max_weight_is_denied() {
-        let v = decide(&fixture("26-managed-update-bad-max-weight.validate"), &WebhookConfig::default());
-        let Validation::Deny { message, .. } = v else { panic!("{v:?}") };
+        let v = decide(
+            &fixture("26-managed-update-bad-max-weight.validate"),
+            &WebhookConfig::default(),
+        );
+        let Validation::Deny { message, .. } = v else {
+            panic!("{v:?}")
+        };
         assert_eq!(
             message,
             "deployment podinfo: annotation canary-gate.io/max-weight=\"150\" is invalid: must be a whole number from 1 to 100"
@@ -148,18 +187,40 @@ mod tests {
     #[test]
     fn managed_objects_are_guarded_from_everyone_but_the_controller() {
         let cfg = WebhookConfig::default();
-        for name in ["12-update-virtualservice-json-patch.validate", "13-delete-virtualservice.validate"] {
+        for name in [
+            "12-update-virtualservice-json-patch.validate",
+            "13-delete-virtualservice.validate",
+        ] {
             let mut req = fixture(name);
-            for obj in [req.object.as_mut(), req.old_object.as_mut()].into_iter().flatten() {
-                obj.metadata.labels.get_or_insert_with(Default::default).insert(ann::MANAGED_LABEL.into(), "true".into());
-                obj.metadata.annotations.get_or_insert_with(Default::default).insert(ann::OWNER.into(), "podinfo".into());
+            for obj in [req.object.as_mut(), req.old_object.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                obj.metadata
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert(ann::MANAGED_LABEL.into(), "true".into());
+                obj.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(ann::OWNER.into(), "podinfo".into());
             }
             let v = decide(&req, &cfg);
-            let Validation::Deny { message, .. } = &v else { panic!("{name}: {v:?}") };
-            assert!(message.contains("managed by canary-gate for the rollout of podinfo"), "{message}");
+            let Validation::Deny { message, .. } = &v else {
+                panic!("{name}: {v:?}")
+            };
+            assert!(
+                message.contains("managed by canary-gate for the rollout of podinfo"),
+                "{message}"
+            );
             assert!(message.contains("canary-gate.io/action=abort"), "{message}");
             req.user_info.username = Some(cfg.controller_username.clone());
-            assert_eq!(decide(&req, &cfg), Validation::Allow { reason: "controller" });
+            assert_eq!(
+                decide(&req, &cfg),
+                Validation::Allow {
+                    reason: "controller"
+                }
+            );
         }
     }
 
@@ -167,24 +228,39 @@ mod tests {
     fn stripping_the_label_does_not_escape_the_guard() {
         let mut req = fixture("12-update-virtualservice-json-patch.validate");
         let old = req.old_object.as_mut().expect("old");
-        old.metadata.labels.get_or_insert_with(Default::default).insert(ann::MANAGED_LABEL.into(), "true".into());
-        assert_eq!(decide(&req, &WebhookConfig::default()).reason(), "managed_object");
+        old.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(ann::MANAGED_LABEL.into(), "true".into());
+        assert_eq!(
+            decide(&req, &WebhookConfig::default()).reason(),
+            "managed_object"
+        );
     }
 
     #[test]
     fn policies_apply_to_new_templates_only() {
         let cfg = WebhookConfig::default();
         let mut req = fixture("21-managed-update-image-kubectl-apply.validate");
-        let containers = &mut req.object.as_mut().expect("o").data["spec"]["template"]["spec"]["containers"][0];
+        let containers =
+            &mut req.object.as_mut().expect("o").data["spec"]["template"]["spec"]["containers"][0];
         containers["image"] = "ghcr.io/stefanprodan/podinfo:latest".into();
-        containers.as_object_mut().expect("obj").remove("readinessProbe");
+        containers
+            .as_object_mut()
+            .expect("obj")
+            .remove("readinessProbe");
         let v = decide(&req, &cfg);
-        let Validation::Deny { message, .. } = &v else { panic!("{v:?}") };
+        let Validation::Deny { message, .. } = &v else {
+            panic!("{v:?}")
+        };
         assert!(message.contains("readinessProbe is required"), "{message}");
         assert!(message.contains("no fixed version"), "{message}");
         // Metadata-only changes to a Deployment that does not comply still pass.
         let mut req = fixture("23-managed-update-image-server-side-apply.validate.2");
-        for obj in [req.object.as_mut(), req.old_object.as_mut()].into_iter().flatten() {
+        for obj in [req.object.as_mut(), req.old_object.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             obj.data["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx".into();
         }
         assert_eq!(decide(&req, &cfg), Validation::Allow { reason: "valid" });

@@ -37,8 +37,13 @@ pub struct Analyzer<C, Q> {
     pub metrics: Arc<Metrics>,
     /// The state the world was last reconciled to, per rollout. Empty after a restart, so
     /// the first tick reconciles everything once.
-    reconciled: Mutex<HashMap<(String, String), (Phase, u32, String)>>,
+    reconciled: Mutex<HashMap<RolloutKey, Reconciled>>,
 }
+
+/// (namespace, name) of a stable Deployment.
+type RolloutKey = (String, String);
+/// (phase, weight, canary revision) the world was reconciled to.
+type Reconciled = (Phase, u32, String);
 
 /// One rollout being worked on in a tick.
 struct Item {
@@ -62,13 +67,29 @@ pub struct TickReport {
 }
 
 impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
-    pub fn new(cluster: Arc<C>, prom: Arc<Q>, defaults: Defaults, manage_by_default: bool, metrics: Arc<Metrics>) -> Self {
-        Analyzer { cluster, prom, defaults, manage_by_default, metrics, reconciled: Mutex::new(HashMap::new()) }
+    pub fn new(
+        cluster: Arc<C>,
+        prom: Arc<Q>,
+        defaults: Defaults,
+        manage_by_default: bool,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Analyzer {
+            cluster,
+            prom,
+            defaults,
+            manage_by_default,
+            metrics,
+            reconciled: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Forget what was reconciled (a new leader must not trust an old memo).
     pub fn reset(&self) {
-        self.reconciled.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.reconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Ticks every `every` until the task is dropped. Ticks do not drift: a slow tick is
@@ -91,8 +112,13 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 continue;
             }
             let started = std::time::Instant::now();
-            let report = self.tick(Timestamp::now()).instrument(tracing::info_span!("tick")).await;
-            self.metrics.tick_duration.observe(started.elapsed().as_secs_f64());
+            let report = self
+                .tick(Timestamp::now())
+                .instrument(tracing::info_span!("tick"))
+                .await;
+            self.metrics
+                .tick_duration
+                .observe(started.elapsed().as_secs_f64());
             if !report.transitions.is_empty() || !report.errors.is_empty() {
                 tracing::info!(rollouts = report.rollouts, checks = report.checks, queries = report.queries, transitions = ?report.transitions, errors = ?report.errors, "tick");
             }
@@ -110,7 +136,15 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         };
         let index: HashMap<(String, String), &Deployment> = deployments
             .iter()
-            .map(|d| ((d.metadata.namespace.clone().unwrap_or_default(), d.metadata.name.clone().unwrap_or_default()), d))
+            .map(|d| {
+                (
+                    (
+                        d.metadata.namespace.clone().unwrap_or_default(),
+                        d.metadata.name.clone().unwrap_or_default(),
+                    ),
+                    d,
+                )
+            })
             .collect();
         let mut items = Vec::new();
         for d in &deployments {
@@ -123,7 +157,14 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
 
         // Analyses of every due rollout, queries batched by window length.
         let due: Vec<usize> = (0..items.len())
-            .filter(|&i| machine::check_due(&items[i].state, &items[i].settings, items[i].twin == TwinStatus::Ready, now))
+            .filter(|&i| {
+                machine::check_due(
+                    &items[i].state,
+                    &items[i].settings,
+                    items[i].twin == TwinStatus::Ready,
+                    now,
+                )
+            })
             .collect();
         let mut analyses: HashMap<usize, Analysis> = HashMap::new();
         let mut groups: BTreeMap<Duration, Vec<usize>> = BTreeMap::new();
@@ -138,8 +179,14 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 .flat_map(|&i| {
                     let it = &items[i];
                     [
-                        Workload { namespace: it.namespace.clone(), workload: twin_name(&it.name) },
-                        Workload { namespace: it.namespace.clone(), workload: it.name.clone() },
+                        Workload {
+                            namespace: it.namespace.clone(),
+                            workload: twin_name(&it.name),
+                        },
+                        Workload {
+                            namespace: it.namespace.clone(),
+                            workload: it.name.clone(),
+                        },
                     ]
                 })
                 .collect();
@@ -150,19 +197,33 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 let data = match &batch {
                     Err(e) => Err(e.clone()),
                     Ok(b) => {
-                        let canary = Workload { namespace: it.namespace.clone(), workload: twin_name(&it.name) };
-                        let stable = Workload { namespace: it.namespace.clone(), workload: it.name.clone() };
+                        let canary = Workload {
+                            namespace: it.namespace.clone(),
+                            workload: twin_name(&it.name),
+                        };
+                        let stable = Workload {
+                            namespace: it.namespace.clone(),
+                            workload: it.name.clone(),
+                        };
                         let mut custom = Vec::new();
                         for gate in &it.settings.gates {
                             report.queries += 1;
                             let q = gate.render(&it.namespace, &canary.workload, window);
                             let value = match self.prom.query(&q, now).await {
-                                Ok(s) => s.first().map(|s| s.value).filter(|v| v.is_finite()).ok_or_else(|| "empty or NaN result".to_string()),
+                                Ok(s) => s
+                                    .first()
+                                    .map(|s| s.value)
+                                    .filter(|v| v.is_finite())
+                                    .ok_or_else(|| "empty or NaN result".to_string()),
                                 Err(e) => Err(e.to_string()),
                             };
                             custom.push((gate.clone(), value));
                         }
-                        Ok(WindowData { canary: measured(b, &canary), stable: measured(b, &stable), custom })
+                        Ok(WindowData {
+                            canary: measured(b, &canary),
+                            stable: measured(b, &stable),
+                            custom,
+                        })
                     }
                 };
                 analyses.insert(i, gates::evaluate(&it.settings, it.state.counts, data));
@@ -188,8 +249,16 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
 
     async fn batch(&self, window: Duration, workloads: &[Workload], now: Timestamp) -> BatchResult {
         let q = gates::batch_queries(window, workloads);
-        let (a, b, c) = futures::join!(self.prom.query(&q.requests, now), self.prom.query(&q.errors, now), self.prom.query(&q.p99, now));
-        Ok([by_workload(&a.map_err(|e| e.to_string())?), by_workload(&b.map_err(|e| e.to_string())?), by_workload(&c.map_err(|e| e.to_string())?)])
+        let (a, b, c) = futures::join!(
+            self.prom.query(&q.requests, now),
+            self.prom.query(&q.errors, now),
+            self.prom.query(&q.p99, now)
+        );
+        Ok([
+            by_workload(&a.map_err(|e| e.to_string())?),
+            by_workload(&b.map_err(|e| e.to_string())?),
+            by_workload(&c.map_err(|e| e.to_string())?),
+        ])
     }
 
     fn item(&self, d: &Deployment, index: &HashMap<(String, String), &Deployment>) -> Option<Item> {
@@ -199,10 +268,12 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         if !managed && state.phase.is_terminal() {
             return None;
         }
-        let settings = Settings::from_annotations(&self.defaults, &annotations).unwrap_or_else(|errors| {
-            tracing::warn!(%errors, "invalid settings on a running rollout; using defaults");
-            Settings::from_annotations(&self.defaults, &BTreeMap::new()).unwrap_or_else(|_| unreachable_settings())
-        });
+        let settings =
+            Settings::from_annotations(&self.defaults, &annotations).unwrap_or_else(|errors| {
+                tracing::warn!(%errors, "invalid settings on a running rollout; using defaults");
+                Settings::from_annotations(&self.defaults, &BTreeMap::new())
+                    .unwrap_or_else(|_| unreachable_settings())
+            });
         let namespace = d.metadata.namespace.clone().unwrap_or_default();
         let name = d.metadata.name.clone().unwrap_or_default();
         let twin = index.get(&(namespace.clone(), twin_name(&name)));
@@ -210,21 +281,44 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             None => TwinStatus::Missing,
             Some(t) => deployment_ready(t),
         };
-        Some(Item { deployment: d.clone(), namespace, name, state, settings, twin: twin_status, twin_present: twin.is_some() })
+        Some(Item {
+            deployment: d.clone(),
+            namespace,
+            name,
+            state,
+            settings,
+            twin: twin_status,
+            twin_present: twin.is_some(),
+        })
     }
 
     fn export_phases(&self, items: &[Item]) {
         for phase in Phase::ALL {
             let n = items.iter().filter(|i| i.state.phase == phase).count();
-            self.metrics.rollouts_by_phase.get_or_create(&PhaseLabels { phase: phase.as_str() }).set(n as i64);
+            self.metrics
+                .rollouts_by_phase
+                .get_or_create(&PhaseLabels {
+                    phase: phase.as_str(),
+                })
+                .set(n as i64);
         }
     }
 
     /// Runs the machine for one rollout, persists, reconciles, emits events.
-    async fn advance(&self, item: Item, analysis: Option<Analysis>, now: Timestamp) -> (Vec<String>, Vec<String>) {
+    async fn advance(
+        &self,
+        item: Item,
+        analysis: Option<Analysis>,
+        now: Timestamp,
+    ) -> (Vec<String>, Vec<String>) {
         let mut transitions = Vec::new();
         let mut errors = Vec::new();
-        let annotations = item.deployment.metadata.annotations.clone().unwrap_or_default();
+        let annotations = item
+            .deployment
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default();
         let action = annotations.get(ann::ACTION).and_then(|a| Action::parse(a));
         let raw_action = annotations.contains_key(ann::ACTION);
         let stable_rolled_out = stable_rolled_out(&item.deployment);
@@ -255,50 +349,115 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 patch.insert(ann::ACTION.to_string(), None);
             }
             let paused = desired_paused(&item.deployment, next.phase);
-            let rv = item.deployment.metadata.resource_version.clone().unwrap_or_default();
-            match self.cluster.patch_deployment(&item.namespace, &item.name, &rv, patch, paused).await {
+            let rv = item
+                .deployment
+                .metadata
+                .resource_version
+                .clone()
+                .unwrap_or_default();
+            match self
+                .cluster
+                .patch_deployment(&item.namespace, &item.name, &rv, patch, paused)
+                .await
+            {
                 Ok(()) => {}
                 Err(KubeError::Conflict) => {
                     // Someone (a user, the webhook) changed it since we read it: decide again
                     // next tick on fresh data rather than overwrite.
-                    return (transitions, vec![format!("{}/{}: conflict, retrying next tick", item.namespace, item.name)]);
+                    return (
+                        transitions,
+                        vec![format!(
+                            "{}/{}: conflict, retrying next tick",
+                            item.namespace, item.name
+                        )],
+                    );
                 }
-                Err(e) => return (transitions, vec![format!("{}/{}: persist state: {e}", item.namespace, item.name)]),
+                Err(e) => {
+                    return (
+                        transitions,
+                        vec![format!(
+                            "{}/{}: persist state: {e}",
+                            item.namespace, item.name
+                        )],
+                    )
+                }
             }
             if next.phase != item.state.phase || next.weight != item.state.weight {
-                transitions.push(format!("{}/{}: {} {}% -> {} {}%", item.namespace, item.name, item.state.phase, item.state.weight, next.phase, next.weight));
+                transitions.push(format!(
+                    "{}/{}: {} {}% -> {} {}%",
+                    item.namespace,
+                    item.name,
+                    item.state.phase,
+                    item.state.weight,
+                    next.phase,
+                    next.weight
+                ));
             }
         }
         for effect in &effects {
             match effect {
-                Effect::Event { kind, reason, message } => {
+                Effect::Event {
+                    kind,
+                    reason,
+                    message,
+                } => {
                     tracing::info!(reason, message = %message, "rollout event");
-                    if let Err(e) = self.cluster.event(&item.deployment, kind.clone(), reason, message).await {
+                    if let Err(e) = self
+                        .cluster
+                        .event(&item.deployment, kind.clone(), reason, message)
+                        .await
+                    {
                         tracing::warn!(error = %e, "could not record event");
                     }
                 }
                 Effect::Decision(d) => {
-                    self.metrics.decisions.get_or_create(&NameLabels { name: d }).inc();
+                    self.metrics
+                        .decisions
+                        .get_or_create(&NameLabels { name: d })
+                        .inc();
                 }
                 Effect::Check(c) => {
-                    self.metrics.checks.get_or_create(&NameLabels { name: c }).inc();
+                    self.metrics
+                        .checks
+                        .get_or_create(&NameLabels { name: c })
+                        .inc();
                 }
                 Effect::ClearAction => {}
             }
         }
-        let labels = RolloutLabels { namespace: item.namespace.clone(), deployment: item.name.clone() };
-        self.metrics.rollout_weight.get_or_create(&labels).set(i64::from(next.weight));
-        self.metrics.rollout_failed_checks.get_or_create(&labels).set(i64::from(next.failed_checks));
+        let labels = RolloutLabels {
+            namespace: item.namespace.clone(),
+            deployment: item.name.clone(),
+        };
+        self.metrics
+            .rollout_weight
+            .get_or_create(&labels)
+            .set(i64::from(next.weight));
+        self.metrics
+            .rollout_failed_checks
+            .get_or_create(&labels)
+            .set(i64::from(next.failed_checks));
 
         // Reconcile the world to the (persisted) state when it is not known to match.
         let key = (item.namespace.clone(), item.name.clone());
         let memo = (next.phase, next.weight, next.canary_revision.clone());
-        let known = self.reconciled.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
-        let twin_lost = next.phase != Phase::Pending && !next.phase.is_terminal() && !item.twin_present && known.is_some();
+        let known = self
+            .reconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let twin_lost = next.phase != Phase::Pending
+            && !next.phase.is_terminal()
+            && !item.twin_present
+            && known.is_some();
         if known.as_ref() != Some(&memo) || twin_lost {
             match world::reconcile(&*self.cluster, &item, &next).await {
                 Ok(()) => {
-                    self.reconciled.lock().unwrap_or_else(|p| p.into_inner()).insert(key, memo);
+                    self.reconciled
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key, memo);
                 }
                 Err(e) => errors.push(format!("{}/{}: reconcile: {e}", item.namespace, item.name)),
             }
@@ -340,7 +499,9 @@ fn deployment_ready(d: &Deployment) -> TwinStatus {
 /// The stable Deployment, unpaused, finished rolling out its template (the validated canary
 /// revision: a newer template would have restarted the rollout at admission) on every replica.
 fn stable_rolled_out(d: &Deployment) -> bool {
-    let Some(spec) = d.spec.as_ref() else { return false };
+    let Some(spec) = d.spec.as_ref() else {
+        return false;
+    };
     !spec.paused.unwrap_or(false) && deployment_ready(d) == TwinStatus::Ready && {
         let s = d.status.clone().unwrap_or_default();
         s.available_replicas.unwrap_or(0) >= spec.replicas.unwrap_or(1)
@@ -348,7 +509,12 @@ fn stable_rolled_out(d: &Deployment) -> bool {
 }
 
 fn progress_deadline(d: &Deployment) -> Duration {
-    let secs = d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).unwrap_or(600).max(1);
+    let secs = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.progress_deadline_seconds)
+        .unwrap_or(600)
+        .max(1);
     Duration::from_secs(secs as u64)
 }
 

@@ -29,7 +29,11 @@ pub async fn start_in_cluster(args: ServeArgs, metrics: Arc<Metrics>, health: Ar
         }
     };
     health.set_cluster("ok");
-    let prom = match PromClient::new(&args.analyzer.prometheus_url, args.analyzer.prometheus_timeout, metrics.clone()) {
+    let prom = match PromClient::new(
+        &args.analyzer.prometheus_url,
+        args.analyzer.prometheus_timeout,
+        metrics.clone(),
+    ) {
         Ok(p) => p,
         Err(error) => {
             health.set_prometheus(format!("error: {error}"));
@@ -37,7 +41,12 @@ pub async fn start_in_cluster(args: ServeArgs, metrics: Arc<Metrics>, health: Ar
         }
     };
     health.set_prometheus(format!("configured: {}", args.analyzer.prometheus_url));
-    let (cluster, watch) = KubeCluster::start(client.clone(), args.analyzer.kube_timeout, metrics.clone(), args.analyzer.pod_name.clone());
+    let (cluster, watch) = KubeCluster::start(
+        client.clone(),
+        args.analyzer.kube_timeout,
+        metrics.clone(),
+        args.analyzer.pod_name.clone(),
+    );
     tokio::spawn(watch);
     cluster.wait_ready().await;
 

@@ -6,26 +6,46 @@ use std::collections::BTreeMap;
 use super::Item;
 use crate::annotations as ann;
 use crate::cluster::{ignore_not_found, Cluster, KubeError};
-use crate::rollout::routes::{self, created_name, created_virtual_service, hosts_service, is_created_by_us, original_http, routes_to, split_http};
+use crate::rollout::routes::{
+    self, created_name, created_virtual_service, hosts_service, is_created_by_us, original_http,
+    routes_to, split_http,
+};
 use crate::rollout::state::{Phase, RolloutState};
 use crate::rollout::twin::{build_canary_service, build_twin, find_service, twin_name};
 
 /// Why this rollout cannot run (reported by the machine as a rollback reason).
 pub(super) async fn setup_error<C: Cluster>(cluster: &C, item: &Item) -> Option<String> {
     match cluster.services(&item.namespace).await {
-        Ok(services) => find_service(&item.deployment, &services, item.settings.service.as_deref()).err(),
+        Ok(services) => find_service(
+            &item.deployment,
+            &services,
+            item.settings.service.as_deref(),
+        )
+        .err(),
         Err(_) => None, // transient: try again next tick
     }
 }
 
-pub(super) async fn reconcile<C: Cluster>(cluster: &C, item: &Item, state: &RolloutState) -> Result<(), KubeError> {
+pub(super) async fn reconcile<C: Cluster>(
+    cluster: &C,
+    item: &Item,
+    state: &RolloutState,
+) -> Result<(), KubeError> {
     let ns = &item.namespace;
     let services = cluster.services(ns).await?;
-    let service = find_service(&item.deployment, &services, item.settings.service.as_deref()).ok().cloned();
+    let service = find_service(
+        &item.deployment,
+        &services,
+        item.settings.service.as_deref(),
+    )
+    .ok()
+    .cloned();
     match state.phase {
         Phase::Pending => Ok(()),
         Phase::Progressing | Phase::Paused | Phase::Promoting => {
-            let Some(service) = service else { return Ok(()) };
+            let Some(service) = service else {
+                return Ok(());
+            };
             let svc = service.metadata.name.clone().unwrap_or_default();
             // Twin and its Service first, so routes never point at nothing.
             if let Some(twin) = build_twin(&item.deployment, &service, item.settings.max_weight) {
@@ -40,7 +60,9 @@ pub(super) async fn reconcile<C: Cluster>(cluster: &C, item: &Item, state: &Roll
         }
         Phase::Succeeded | Phase::Failed | Phase::Cancelled => {
             // Traffic back first, then remove what served the canary.
-            let svc = service.and_then(|s| s.metadata.name.clone()).unwrap_or_else(|| item.name.clone());
+            let svc = service
+                .and_then(|s| s.metadata.name.clone())
+                .unwrap_or_else(|| item.name.clone());
             restore_routes(cluster, ns, &svc, &item.name).await?;
             ignore_not_found(cluster.delete_deployment(ns, &twin_name(&item.name)).await)?;
             ignore_not_found(cluster.delete_service(ns, &twin_name(&svc)).await)
@@ -48,10 +70,18 @@ pub(super) async fn reconcile<C: Cluster>(cluster: &C, item: &Item, state: &Roll
     }
 }
 
-async fn set_routes<C: Cluster>(cluster: &C, ns: &str, svc: &str, owner: &str, weight: u32) -> Result<(), KubeError> {
+async fn set_routes<C: Cluster>(
+    cluster: &C,
+    ns: &str,
+    svc: &str,
+    owner: &str,
+    weight: u32,
+) -> Result<(), KubeError> {
     let all = cluster.virtual_services(ns).await?;
     let mut mesh_covered = false;
-    for vs in all.iter().filter(|vs| !is_created_by_us(vs) && (routes_to(vs, svc, ns) || original_http(vs).is_some())) {
+    for vs in all.iter().filter(|vs| {
+        !is_created_by_us(vs) && (routes_to(vs, svc, ns) || original_http(vs).is_some())
+    }) {
         let name = vs.metadata.name.clone().unwrap_or_default();
         let owned_by_other = vs
             .metadata
@@ -66,17 +96,22 @@ async fn set_routes<C: Cluster>(cluster: &C, ns: &str, svc: &str, owner: &str, w
         let original = original_http(vs).unwrap_or_else(|| vs.spec.http.clone());
         let desired = split_http(&original, svc, ns, weight);
         if desired != vs.spec.http || original_http(vs).is_none() {
-            let raw = serde_json::to_string(&original).map_err(|e| KubeError::Api(e.to_string()))?;
+            let raw =
+                serde_json::to_string(&original).map_err(|e| KubeError::Api(e.to_string()))?;
             let annotations = BTreeMap::from([
                 (ann::ORIGINAL_ROUTES.to_string(), Some(raw)),
                 (ann::OWNER.to_string(), Some(owner.to_string())),
             ]);
-            cluster.patch_virtual_service(ns, &name, &desired, annotations).await?;
+            cluster
+                .patch_virtual_service(ns, &name, &desired, annotations)
+                .await?;
         }
     }
     if !mesh_covered {
         let desired = created_virtual_service(ns, svc, owner, weight);
-        let current = all.iter().find(|v| v.metadata.name.as_deref() == Some(created_name(svc).as_str()));
+        let current = all
+            .iter()
+            .find(|v| v.metadata.name.as_deref() == Some(created_name(svc).as_str()));
         if current.map(|c| &c.spec) != Some(&desired.spec) {
             cluster.apply_virtual_service(&desired).await?;
         }
@@ -84,18 +119,33 @@ async fn set_routes<C: Cluster>(cluster: &C, ns: &str, svc: &str, owner: &str, w
     Ok(())
 }
 
-async fn restore_routes<C: Cluster>(cluster: &C, ns: &str, svc: &str, owner: &str) -> Result<(), KubeError> {
+async fn restore_routes<C: Cluster>(
+    cluster: &C,
+    ns: &str,
+    svc: &str,
+    owner: &str,
+) -> Result<(), KubeError> {
     for vs in cluster.virtual_services(ns).await? {
         let name = vs.metadata.name.clone().unwrap_or_default();
-        let ours = vs.metadata.annotations.as_ref().and_then(|a| a.get(ann::OWNER)).is_some_and(|o| o == owner);
+        let ours = vs
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ann::OWNER))
+            .is_some_and(|o| o == owner);
         if !ours {
             continue;
         }
         if is_created_by_us(&vs) {
             ignore_not_found(cluster.delete_virtual_service(ns, &name).await)?;
         } else if let Some(original) = original_http(&vs) {
-            let annotations = BTreeMap::from([(ann::ORIGINAL_ROUTES.to_string(), None), (ann::OWNER.to_string(), None)]);
-            cluster.patch_virtual_service(ns, &name, &original, annotations).await?;
+            let annotations = BTreeMap::from([
+                (ann::ORIGINAL_ROUTES.to_string(), None),
+                (ann::OWNER.to_string(), None),
+            ]);
+            cluster
+                .patch_virtual_service(ns, &name, &original, annotations)
+                .await?;
         }
     }
     let _ = routes::created_name(svc);

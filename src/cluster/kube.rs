@@ -34,7 +34,12 @@ pub struct KubeCluster {
 impl KubeCluster {
     /// Starts the Deployment watch (a reflector cache) and returns once it is constructed;
     /// `wait_ready` blocks until the first list arrived.
-    pub fn start(client: Client, timeout: Duration, metrics: Arc<Metrics>, instance: String) -> (Self, impl Future<Output = ()>) {
+    pub fn start(
+        client: Client,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+        instance: String,
+    ) -> (Self, impl Future<Output = ()>) {
         let (store, writer) = reflector::store();
         let api: Api<Deployment> = Api::all(client.clone());
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
@@ -45,15 +50,34 @@ impl KubeCluster {
                     tracing::warn!(%error, "deployment watch error; retrying");
                 }
             });
-        let recorder = Recorder::new(client.clone(), Reporter { controller: "canary-gate".into(), instance: Some(instance) });
-        (KubeCluster { client, timeout, metrics, deployments: store, recorder }, stream)
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "canary-gate".into(),
+                instance: Some(instance),
+            },
+        );
+        (
+            KubeCluster {
+                client,
+                timeout,
+                metrics,
+                deployments: store,
+                recorder,
+            },
+            stream,
+        )
     }
 
     pub async fn wait_ready(&self) {
         let _ = self.deployments.wait_until_ready().await;
     }
 
-    async fn call<T>(&self, name: &'static str, fut: impl Future<Output = Result<T, kube::Error>>) -> Result<T, KubeError> {
+    async fn call<T>(
+        &self,
+        name: &'static str,
+        fut: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, KubeError> {
         let result = match tokio::time::timeout(self.timeout, fut).await {
             Err(_) => Err(KubeError::Timeout(self.timeout)),
             Ok(Ok(v)) => Ok(v),
@@ -77,7 +101,12 @@ impl KubeCluster {
 
 impl Cluster for KubeCluster {
     async fn deployments(&self) -> Result<Vec<Deployment>, KubeError> {
-        Ok(self.deployments.state().iter().map(|d| (**d).clone()).collect())
+        Ok(self
+            .deployments
+            .state()
+            .iter()
+            .map(|d| (**d).clone())
+            .collect())
     }
 
     async fn get_deployment(&self, ns: &str, name: &str) -> Result<Option<Deployment>, KubeError> {
@@ -92,12 +121,22 @@ impl Cluster for KubeCluster {
         let mut body = serde_json::to_value(d).map_err(|e| KubeError::Api(e.to_string()))?;
         body["apiVersion"] = json!("apps/v1");
         body["kind"] = json!("Deployment");
-        self.call("apply deployment", api.patch(&name, &Self::apply_params(), &Patch::Apply(body))).await.map(|_| ())
+        self.call(
+            "apply deployment",
+            api.patch(&name, &Self::apply_params(), &Patch::Apply(body)),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn delete_deployment(&self, ns: &str, name: &str) -> Result<(), KubeError> {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-        self.call("delete deployment", api.delete(name, &DeleteParams::background())).await.map(|_| ())
+        self.call(
+            "delete deployment",
+            api.delete(name, &DeleteParams::background()),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn patch_deployment(
@@ -109,17 +148,28 @@ impl Cluster for KubeCluster {
         paused: Option<bool>,
     ) -> Result<(), KubeError> {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-        let mut body = json!({"metadata": {"resourceVersion": resource_version, "annotations": annotations}});
+        let mut body =
+            json!({"metadata": {"resourceVersion": resource_version, "annotations": annotations}});
         if let Some(p) = paused {
             body["spec"] = json!({"paused": p});
         }
-        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        self.call("patch deployment", api.patch(name, &params, &Patch::Merge(body))).await.map(|_| ())
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        self.call(
+            "patch deployment",
+            api.patch(name, &params, &Patch::Merge(body)),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn services(&self, ns: &str) -> Result<Vec<Service>, KubeError> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
-        self.call("list services", api.list(&ListParams::default())).await.map(|l| l.items)
+        self.call("list services", api.list(&ListParams::default()))
+            .await
+            .map(|l| l.items)
     }
 
     async fn apply_service(&self, s: &Service) -> Result<(), KubeError> {
@@ -129,24 +179,41 @@ impl Cluster for KubeCluster {
         let mut body = serde_json::to_value(s).map_err(|e| KubeError::Api(e.to_string()))?;
         body["apiVersion"] = json!("v1");
         body["kind"] = json!("Service");
-        self.call("apply service", api.patch(&name, &Self::apply_params(), &Patch::Apply(body))).await.map(|_| ())
+        self.call(
+            "apply service",
+            api.patch(&name, &Self::apply_params(), &Patch::Apply(body)),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn delete_service(&self, ns: &str, name: &str) -> Result<(), KubeError> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
-        self.call("delete service", api.delete(name, &DeleteParams::background())).await.map(|_| ())
+        self.call(
+            "delete service",
+            api.delete(name, &DeleteParams::background()),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn virtual_services(&self, ns: &str) -> Result<Vec<VirtualService>, KubeError> {
         let api: Api<VirtualService> = Api::namespaced(self.client.clone(), ns);
-        self.call("list virtualservices", api.list(&ListParams::default())).await.map(|l| l.items)
+        self.call("list virtualservices", api.list(&ListParams::default()))
+            .await
+            .map(|l| l.items)
     }
 
     async fn apply_virtual_service(&self, vs: &VirtualService) -> Result<(), KubeError> {
         let ns = vs.metadata.namespace.clone().unwrap_or_default();
         let name = vs.metadata.name.clone().unwrap_or_default();
         let api: Api<VirtualService> = Api::namespaced(self.client.clone(), &ns);
-        self.call("apply virtualservice", api.patch(&name, &Self::apply_params(), &Patch::Apply(vs))).await.map(|_| ())
+        self.call(
+            "apply virtualservice",
+            api.patch(&name, &Self::apply_params(), &Patch::Apply(vs)),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn patch_virtual_service(
@@ -158,16 +225,35 @@ impl Cluster for KubeCluster {
     ) -> Result<(), KubeError> {
         let api: Api<VirtualService> = Api::namespaced(self.client.clone(), ns);
         let body = json!({"metadata": {"annotations": annotations}, "spec": {"http": http}});
-        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        self.call("patch virtualservice", api.patch(name, &params, &Patch::Merge(body))).await.map(|_| ())
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        self.call(
+            "patch virtualservice",
+            api.patch(name, &params, &Patch::Merge(body)),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn delete_virtual_service(&self, ns: &str, name: &str) -> Result<(), KubeError> {
         let api: Api<VirtualService> = Api::namespaced(self.client.clone(), ns);
-        self.call("delete virtualservice", api.delete(name, &DeleteParams::background())).await.map(|_| ())
+        self.call(
+            "delete virtualservice",
+            api.delete(name, &DeleteParams::background()),
+        )
+        .await
+        .map(|_| ())
     }
 
-    async fn event(&self, d: &Deployment, kind: EventType, reason: &str, message: &str) -> Result<(), KubeError> {
+    async fn event(
+        &self,
+        d: &Deployment,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), KubeError> {
         let event = Event {
             type_: match kind {
                 EventType::Normal => KubeEventType::Normal,
@@ -180,6 +266,9 @@ impl Cluster for KubeCluster {
         };
         let reference = d.object_ref(&());
         let recorder = self.recorder.clone();
-        self.call("create event", async move { recorder.publish(&event, &reference).await }).await
+        self.call("create event", async move {
+            recorder.publish(&event, &reference).await
+        })
+        .await
     }
 }

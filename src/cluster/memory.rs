@@ -47,7 +47,10 @@ fn key(ns: &str, name: &str) -> Key {
 }
 
 fn meta_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
-    key(meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
+    key(
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }
 
 /// What a Deployment controller with instant pods would report.
@@ -61,7 +64,11 @@ fn settle(d: &mut Deployment) {
         ready_replicas: Some(replicas),
         available_replicas: Some(replicas),
         // A paused Deployment keeps its old pods: nothing is updated to the new template.
-        updated_replicas: Some(if paused { previous.updated_replicas.unwrap_or(0).min(replicas) } else { replicas }),
+        updated_replicas: Some(if paused {
+            previous.updated_replicas.unwrap_or(0).min(replicas)
+        } else {
+            replicas
+        }),
         observed_generation: Some(generation),
         ..Default::default()
     });
@@ -76,9 +83,17 @@ impl MemoryCluster {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self, call: &str, target: &str) -> Result<std::sync::MutexGuard<'_, Inner>, KubeError> {
+    fn write(
+        &self,
+        call: &str,
+        target: &str,
+    ) -> Result<std::sync::MutexGuard<'_, Inner>, KubeError> {
         let mut inner = self.lock();
-        if let Some(pos) = inner.faults.iter().position(|(prefix, _)| call.starts_with(prefix.as_str())) {
+        if let Some(pos) = inner
+            .faults
+            .iter()
+            .position(|(prefix, _)| call.starts_with(prefix.as_str()))
+        {
             let (_, error) = inner.faults.remove(pos);
             inner.log.push(format!("{call} {target} -> {error}"));
             return Err(error);
@@ -98,7 +113,12 @@ impl MemoryCluster {
         let mut inner = self.lock();
         inner.version += 1;
         let k = meta_key(&d.metadata);
-        let generation = inner.deployments.get(&k).and_then(|o| o.metadata.generation).unwrap_or(0) + 1;
+        let generation = inner
+            .deployments
+            .get(&k)
+            .and_then(|o| o.metadata.generation)
+            .unwrap_or(0)
+            + 1;
         d.metadata.generation = Some(generation);
         d.metadata.resource_version = Some(inner.version.to_string());
         if d.metadata.uid.is_none() {
@@ -107,7 +127,9 @@ impl MemoryCluster {
         let previous = inner.deployments.get(&k).and_then(|o| o.status.clone());
         d.status = previous;
         settle(&mut d);
-        inner.log.push(format!("user put deployment {}/{}", k.0, k.1));
+        inner
+            .log
+            .push(format!("user put deployment {}/{}", k.0, k.1));
         inner.deployments.insert(k, d);
     }
 
@@ -151,9 +173,23 @@ impl MemoryCluster {
 
     pub fn object_names(&self) -> Vec<String> {
         let inner = self.lock();
-        let mut out: Vec<String> = inner.deployments.keys().map(|(n, m)| format!("deployment {n}/{m}")).collect();
-        out.extend(inner.services.keys().map(|(n, m)| format!("service {n}/{m}")));
-        out.extend(inner.virtual_services.keys().map(|(n, m)| format!("virtualservice {n}/{m}")));
+        let mut out: Vec<String> = inner
+            .deployments
+            .keys()
+            .map(|(n, m)| format!("deployment {n}/{m}"))
+            .collect();
+        out.extend(
+            inner
+                .services
+                .keys()
+                .map(|(n, m)| format!("service {n}/{m}")),
+        );
+        out.extend(
+            inner
+                .virtual_services
+                .keys()
+                .map(|(n, m)| format!("virtualservice {n}/{m}")),
+        );
         out
     }
 }
@@ -174,9 +210,17 @@ impl Cluster for MemoryCluster {
         let existing = inner.deployments.get(&k).cloned();
         let mut next = d.clone();
         let spec_changed = existing.as_ref().is_none_or(|e| e.spec != d.spec);
-        next.metadata.generation =
-            Some(existing.as_ref().and_then(|e| e.metadata.generation).unwrap_or(0) + i64::from(spec_changed));
-        next.metadata.uid = existing.as_ref().and_then(|e| e.metadata.uid.clone()).or(Some(format!("uid-{}-{}", k.0, k.1)));
+        next.metadata.generation = Some(
+            existing
+                .as_ref()
+                .and_then(|e| e.metadata.generation)
+                .unwrap_or(0)
+                + i64::from(spec_changed),
+        );
+        next.metadata.uid = existing
+            .as_ref()
+            .and_then(|e| e.metadata.uid.clone())
+            .or(Some(format!("uid-{}-{}", k.0, k.1)));
         next.metadata.resource_version = Some(version);
         settle(&mut next);
         inner.deployments.insert(k, next);
@@ -185,7 +229,11 @@ impl Cluster for MemoryCluster {
 
     async fn delete_deployment(&self, ns: &str, name: &str) -> Result<(), KubeError> {
         let mut inner = self.write("delete deployment", &format!("{ns}/{name}"))?;
-        inner.deployments.remove(&key(ns, name)).map(|_| ()).ok_or(KubeError::NotFound)
+        inner
+            .deployments
+            .remove(&key(ns, name))
+            .map(|_| ())
+            .ok_or(KubeError::NotFound)
     }
 
     async fn patch_deployment(
@@ -198,7 +246,10 @@ impl Cluster for MemoryCluster {
     ) -> Result<(), KubeError> {
         let mut inner = self.write("patch deployment", &format!("{ns}/{name}"))?;
         let version = inner.version.to_string();
-        let d = inner.deployments.get_mut(&key(ns, name)).ok_or(KubeError::NotFound)?;
+        let d = inner
+            .deployments
+            .get_mut(&key(ns, name))
+            .ok_or(KubeError::NotFound)?;
         if d.metadata.resource_version.as_deref() != Some(resource_version) {
             return Err(KubeError::Conflict);
         }
@@ -221,7 +272,13 @@ impl Cluster for MemoryCluster {
     }
 
     async fn services(&self, ns: &str) -> Result<Vec<Service>, KubeError> {
-        Ok(self.lock().services.iter().filter(|((n, _), _)| n == ns).map(|(_, s)| s.clone()).collect())
+        Ok(self
+            .lock()
+            .services
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|(_, s)| s.clone())
+            .collect())
     }
 
     async fn apply_service(&self, s: &Service) -> Result<(), KubeError> {
@@ -233,11 +290,21 @@ impl Cluster for MemoryCluster {
 
     async fn delete_service(&self, ns: &str, name: &str) -> Result<(), KubeError> {
         let mut inner = self.write("delete service", &format!("{ns}/{name}"))?;
-        inner.services.remove(&key(ns, name)).map(|_| ()).ok_or(KubeError::NotFound)
+        inner
+            .services
+            .remove(&key(ns, name))
+            .map(|_| ())
+            .ok_or(KubeError::NotFound)
     }
 
     async fn virtual_services(&self, ns: &str) -> Result<Vec<VirtualService>, KubeError> {
-        Ok(self.lock().virtual_services.iter().filter(|((n, _), _)| n == ns).map(|(_, v)| v.clone()).collect())
+        Ok(self
+            .lock()
+            .virtual_services
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|(_, v)| v.clone())
+            .collect())
     }
 
     async fn apply_virtual_service(&self, vs: &VirtualService) -> Result<(), KubeError> {
@@ -255,7 +322,10 @@ impl Cluster for MemoryCluster {
         annotations: BTreeMap<String, Option<String>>,
     ) -> Result<(), KubeError> {
         let mut inner = self.write("patch virtualservice", &format!("{ns}/{name}"))?;
-        let vs = inner.virtual_services.get_mut(&key(ns, name)).ok_or(KubeError::NotFound)?;
+        let vs = inner
+            .virtual_services
+            .get_mut(&key(ns, name))
+            .ok_or(KubeError::NotFound)?;
         vs.spec.http = http.to_vec();
         let map = vs.metadata.annotations.get_or_insert_with(BTreeMap::new);
         for (k, v) in annotations {
@@ -269,10 +339,20 @@ impl Cluster for MemoryCluster {
 
     async fn delete_virtual_service(&self, ns: &str, name: &str) -> Result<(), KubeError> {
         let mut inner = self.write("delete virtualservice", &format!("{ns}/{name}"))?;
-        inner.virtual_services.remove(&key(ns, name)).map(|_| ()).ok_or(KubeError::NotFound)
+        inner
+            .virtual_services
+            .remove(&key(ns, name))
+            .map(|_| ())
+            .ok_or(KubeError::NotFound)
     }
 
-    async fn event(&self, d: &Deployment, kind: EventType, reason: &str, message: &str) -> Result<(), KubeError> {
+    async fn event(
+        &self,
+        d: &Deployment,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), KubeError> {
         let k = meta_key(&d.metadata);
         let mut inner = self.lock();
         inner.events.push(RecordedEvent {

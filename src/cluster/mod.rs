@@ -31,10 +31,21 @@ pub enum KubeError {
 pub trait Cluster: Send + Sync + 'static {
     /// Every Deployment (the real implementation reads a watch-fed cache).
     fn deployments(&self) -> impl Future<Output = Result<Vec<Deployment>, KubeError>> + Send;
-    fn get_deployment(&self, ns: &str, name: &str) -> impl Future<Output = Result<Option<Deployment>, KubeError>> + Send;
+    fn get_deployment(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Deployment>, KubeError>> + Send;
     /// Server-side apply with canary-gate's field manager.
-    fn apply_deployment(&self, d: &Deployment) -> impl Future<Output = Result<(), KubeError>> + Send;
-    fn delete_deployment(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), KubeError>> + Send;
+    fn apply_deployment(
+        &self,
+        d: &Deployment,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
+    fn delete_deployment(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
     /// Merge-patches annotations (None removes) and optionally `spec.paused`, failing with
     /// `Conflict` when the object's resourceVersion is no longer `resource_version`.
     fn patch_deployment(
@@ -47,9 +58,19 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), KubeError>> + Send;
     fn services(&self, ns: &str) -> impl Future<Output = Result<Vec<Service>, KubeError>> + Send;
     fn apply_service(&self, s: &Service) -> impl Future<Output = Result<(), KubeError>> + Send;
-    fn delete_service(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), KubeError>> + Send;
-    fn virtual_services(&self, ns: &str) -> impl Future<Output = Result<Vec<VirtualService>, KubeError>> + Send;
-    fn apply_virtual_service(&self, vs: &VirtualService) -> impl Future<Output = Result<(), KubeError>> + Send;
+    fn delete_service(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
+    fn virtual_services(
+        &self,
+        ns: &str,
+    ) -> impl Future<Output = Result<Vec<VirtualService>, KubeError>> + Send;
+    fn apply_virtual_service(
+        &self,
+        vs: &VirtualService,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
     /// Replaces `spec.http` of a user's VirtualService and sets/removes annotations on it.
     fn patch_virtual_service(
         &self,
@@ -58,9 +79,19 @@ pub trait Cluster: Send + Sync + 'static {
         http: &[HttpRoute],
         annotations: BTreeMap<String, Option<String>>,
     ) -> impl Future<Output = Result<(), KubeError>> + Send;
-    fn delete_virtual_service(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), KubeError>> + Send;
+    fn delete_virtual_service(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
     /// A Kubernetes Event on the Deployment (`kubectl describe deploy` shows it).
-    fn event(&self, d: &Deployment, kind: EventType, reason: &str, message: &str) -> impl Future<Output = Result<(), KubeError>> + Send;
+    fn event(
+        &self,
+        d: &Deployment,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
 }
 
 /// Deletes are idempotent: gone already is fine.

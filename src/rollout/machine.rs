@@ -16,7 +16,10 @@ pub enum TwinStatus {
     /// Not created yet (or already deleted).
     Missing,
     /// Created, pods not all ready yet.
-    Starting { ready: u32, wanted: u32 },
+    Starting {
+        ready: u32,
+        wanted: u32,
+    },
     Ready,
 }
 
@@ -71,7 +74,11 @@ pub enum EventType {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// A Kubernetes Event on the stable Deployment.
-    Event { kind: EventType, reason: &'static str, message: String },
+    Event {
+        kind: EventType,
+        reason: &'static str,
+        message: String,
+    },
     /// Count a decision in metrics (`step`, `promote`, `rollback`, ...).
     Decision(&'static str),
     /// Count a check result in metrics (`passed`, `failed`, `inconclusive`, ...).
@@ -81,11 +88,18 @@ pub enum Effect {
 }
 
 /// Is an analysis of this rollout due at `now`? Only then does the analyzer query Prometheus.
-pub fn check_due(state: &RolloutState, settings: &Settings, twin_ready: bool, now: Timestamp) -> bool {
+pub fn check_due(
+    state: &RolloutState,
+    settings: &Settings,
+    twin_ready: bool,
+    now: Timestamp,
+) -> bool {
     state.phase == Phase::Progressing
         && twin_ready
         && state.weight > 0
-        && state.last_check.is_some_and(|t| now >= t + as_signed(settings.interval))
+        && state
+            .last_check
+            .is_some_and(|t| now >= t + as_signed(settings.interval))
 }
 
 /// The window the next analysis covers: from the end of the last one to now.
@@ -99,8 +113,17 @@ fn as_signed(d: Duration) -> SignedDuration {
     SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
-pub fn step(state: &RolloutState, obs: &Observation, settings: &Settings, now: Timestamp) -> (RolloutState, Vec<Effect>) {
-    let mut m = Machine { s: state.clone(), effects: Vec::new(), now };
+pub fn step(
+    state: &RolloutState,
+    obs: &Observation,
+    settings: &Settings,
+    now: Timestamp,
+) -> (RolloutState, Vec<Effect>) {
+    let mut m = Machine {
+        s: state.clone(),
+        effects: Vec::new(),
+        now,
+    };
     if let Some(action) = obs.action {
         m.effects.push(Effect::ClearAction);
         if m.manual(action, settings) {
@@ -133,7 +156,11 @@ impl Machine {
 
     fn event(&mut self, kind: EventType, reason: &'static str, message: String) {
         self.s.message = message.clone();
-        self.effects.push(Effect::Event { kind, reason, message });
+        self.effects.push(Effect::Event {
+            kind,
+            reason,
+            message,
+        });
     }
 
     fn enter(&mut self, phase: Phase) {
@@ -149,7 +176,9 @@ impl Machine {
                 self.rollback("aborted by hand (canary-gate.io/action=abort)".into());
                 true
             }
-            Action::Promote if matches!(phase, Phase::Pending | Phase::Progressing | Phase::Paused) => {
+            Action::Promote
+                if matches!(phase, Phase::Pending | Phase::Progressing | Phase::Paused) =>
+            {
                 self.s.weight = settings.max_weight;
                 self.promote("promoted by hand (canary-gate.io/action=promote)".into());
                 true
@@ -159,7 +188,13 @@ impl Machine {
                 self.enter(Phase::Paused);
                 self.effects.push(Effect::Decision("pause"));
                 let weight = self.s.weight;
-                self.event(EventType::Normal, "Paused", format!("paused by hand at {weight} %; resume with canary-gate.io/action=resume"));
+                self.event(
+                    EventType::Normal,
+                    "Paused",
+                    format!(
+                        "paused by hand at {weight} %; resume with canary-gate.io/action=resume"
+                    ),
+                );
                 true
             }
             Action::Resume if phase == Phase::Paused => {
@@ -171,7 +206,11 @@ impl Machine {
                 }
                 self.effects.push(Effect::Decision("resume"));
                 let weight = self.s.weight;
-                self.event(EventType::Normal, "Resumed", format!("resumed at {weight} %"));
+                self.event(
+                    EventType::Normal,
+                    "Resumed",
+                    format!("resumed at {weight} %"),
+                );
                 true
             }
             _ => {
@@ -211,13 +250,19 @@ impl Machine {
                     self.s.last_check = Some(self.now);
                     self.effects.push(Effect::Decision("step"));
                     let w = self.s.weight;
-                    self.event(EventType::Normal, "CanaryReady", format!("canary ready; {w} % of traffic to the canary"));
+                    self.event(
+                        EventType::Normal,
+                        "CanaryReady",
+                        format!("canary ready; {w} % of traffic to the canary"),
+                    );
                 }
                 status => {
                     let waited = self.now.duration_since(self.s.phase_since);
                     if waited > as_signed(obs.progress_deadline) {
                         let detail = match status {
-                            TwinStatus::Starting { ready, wanted } => format!("{ready}/{wanted} pods ready"),
+                            TwinStatus::Starting { ready, wanted } => {
+                                format!("{ready}/{wanted} pods ready")
+                            }
                             _ => "not created".into(),
                         };
                         self.rollback(format!(
@@ -229,7 +274,39 @@ impl Machine {
             }
             return;
         }
-        let Some(analysis) = &obs.analysis else { return };
+        if let TwinStatus::Starting { ready, wanted } = obs.twin {
+            // The twin took traffic and then lost ready pods: users of the canary share see
+            // errors. Each due interval counts as a failed check; the deadline is a backstop.
+            let detail = format!("{ready}/{wanted} pods ready");
+            let since = self.s.last_check.unwrap_or(self.s.phase_since);
+            if self.now.duration_since(since) > as_signed(obs.progress_deadline) {
+                self.rollback(format!(
+                    "canary pods not ready for over {} ({detail})",
+                    humantime::format_duration(obs.progress_deadline)
+                ));
+            } else if self.now >= since + as_signed(settings.interval) {
+                self.s.last_check = Some(self.now);
+                self.s.failed_checks += 1;
+                self.effects.push(Effect::Check("failed"));
+                if self.s.failed_checks >= settings.threshold {
+                    self.rollback(format!(
+                        "canary pods not ready ({detail}); {} failed checks reached the threshold",
+                        self.s.failed_checks
+                    ));
+                } else {
+                    let (n, t) = (self.s.failed_checks, settings.threshold);
+                    self.event(
+                        EventType::Warning,
+                        "CheckFailed",
+                        format!("check failed ({n}/{t}): canary pods not ready ({detail})"),
+                    );
+                }
+            }
+            return;
+        }
+        let Some(analysis) = &obs.analysis else {
+            return;
+        };
         self.s.last_check = Some(self.now);
         self.s.gates = analysis.summary.clone();
         self.s.counts = analysis.counts;
@@ -239,12 +316,19 @@ impl Machine {
                 self.s.inconclusive_checks = 0;
                 self.effects.push(Effect::Check("passed"));
                 if self.s.weight >= settings.max_weight {
-                    self.promote(format!("all gates green at {} %: {}", self.s.weight, analysis.summary));
+                    self.promote(format!(
+                        "all gates green at {} %: {}",
+                        self.s.weight, analysis.summary
+                    ));
                 } else {
                     self.s.weight = (self.s.weight + settings.step_weight).min(settings.max_weight);
                     self.effects.push(Effect::Decision("step"));
                     let w = self.s.weight;
-                    self.event(EventType::Normal, "WeightIncreased", format!("gates green ({}); {w} % to the canary", analysis.summary));
+                    self.event(
+                        EventType::Normal,
+                        "WeightIncreased",
+                        format!("gates green ({}); {w} % to the canary", analysis.summary),
+                    );
                 }
             }
             Verdict::Fail { reason, decisive } => {
@@ -254,10 +338,17 @@ impl Machine {
                 if *decisive {
                     self.rollback(format!("{reason} (decisive evidence)"));
                 } else if self.s.failed_checks >= settings.threshold {
-                    self.rollback(format!("{reason}; {} failed checks reached the threshold", self.s.failed_checks));
+                    self.rollback(format!(
+                        "{reason}; {} failed checks reached the threshold",
+                        self.s.failed_checks
+                    ));
                 } else {
                     let (n, t) = (self.s.failed_checks, settings.threshold);
-                    self.event(EventType::Warning, "CheckFailed", format!("check failed ({n}/{t}): {reason}"));
+                    self.event(
+                        EventType::Warning,
+                        "CheckFailed",
+                        format!("check failed ({n}/{t}): {reason}"),
+                    );
                 }
             }
             Verdict::NoData { reason } => {
@@ -270,23 +361,39 @@ impl Machine {
                     ));
                 } else {
                     let (n, l) = (self.s.inconclusive_checks, settings.inconclusive_limit);
-                    self.event(EventType::Warning, "CheckInconclusive", format!("no usable data ({n}/{l}): {reason}; weight held"));
+                    self.event(
+                        EventType::Warning,
+                        "CheckInconclusive",
+                        format!("no usable data ({n}/{l}): {reason}; weight held"),
+                    );
                 }
             }
             Verdict::NotEnoughData { reason } => {
                 self.s.inconclusive_checks = 0;
                 self.effects.push(Effect::Check("not_enough_data"));
-                self.event(EventType::Normal, "NotEnoughData", format!("not enough data yet: {reason}; weight held"));
+                self.event(
+                    EventType::Normal,
+                    "NotEnoughData",
+                    format!("not enough data yet: {reason}; weight held"),
+                );
             }
             Verdict::Undecided { reason } => {
                 self.s.inconclusive_checks = 0;
                 self.effects.push(Effect::Check("undecided"));
-                self.event(EventType::Normal, "Undecided", format!("not decisive yet: {reason}; weight held"));
+                self.event(
+                    EventType::Normal,
+                    "Undecided",
+                    format!("not decisive yet: {reason}; weight held"),
+                );
             }
             Verdict::StableDegraded { reason } => {
                 self.s.inconclusive_checks = 0;
                 self.effects.push(Effect::Check("stable_degraded"));
-                self.event(EventType::Warning, "StableDegraded", format!("{reason}; the canary is not worse, weight held"));
+                self.event(
+                    EventType::Warning,
+                    "StableDegraded",
+                    format!("{reason}; the canary is not worse, weight held"),
+                );
             }
         }
     }
@@ -297,21 +404,33 @@ impl Machine {
             self.s.weight = 0;
             self.effects.push(Effect::Decision("succeeded"));
             let rev = self.s.canary_revision.clone();
-            self.event(EventType::Normal, "Succeeded", format!("revision {rev} promoted; all traffic on the stable Deployment"));
+            self.event(
+                EventType::Normal,
+                "Succeeded",
+                format!("revision {rev} promoted; all traffic on the stable Deployment"),
+            );
         }
     }
 
     fn promote(&mut self, message: String) {
         self.enter(Phase::Promoting);
         self.effects.push(Effect::Decision("promote"));
-        self.event(EventType::Normal, "Promoting", format!("{message}; rolling the stable Deployment to the canary revision"));
+        self.event(
+            EventType::Normal,
+            "Promoting",
+            format!("{message}; rolling the stable Deployment to the canary revision"),
+        );
     }
 
     fn rollback(&mut self, reason: String) {
         self.enter(Phase::Failed);
         self.s.weight = 0;
         self.effects.push(Effect::Decision("rollback"));
-        self.event(EventType::Warning, "RolledBack", format!("rolled back: {reason}"));
+        self.event(
+            EventType::Warning,
+            "RolledBack",
+            format!("rolled back: {reason}"),
+        );
     }
 }
 

@@ -20,7 +20,11 @@ pub fn is_service_host(host: &str, svc: &str, ns: &str) -> bool {
 
 /// Any route of this VirtualService sends traffic to the Service.
 pub fn routes_to(vs: &VirtualService, svc: &str, ns: &str) -> bool {
-    vs.spec.http.iter().flat_map(|r| &r.route).any(|d| is_service_host(&d.destination.host, svc, ns))
+    vs.spec
+        .http
+        .iter()
+        .flat_map(|r| &r.route)
+        .any(|d| is_service_host(&d.destination.host, svc, ns))
 }
 
 /// The VirtualService answers for the Service host itself (mesh traffic), not only for
@@ -31,13 +35,22 @@ pub fn hosts_service(vs: &VirtualService, svc: &str, ns: &str) -> bool {
 
 /// Splits every destination of `svc` into stable and canary by `canary_percent`. Weights of
 /// each route keep their sum (largest-remainder rounding), as Istio requires.
-pub fn split_http(original: &[HttpRoute], svc: &str, ns: &str, canary_percent: u32) -> Vec<HttpRoute> {
+pub fn split_http(
+    original: &[HttpRoute],
+    svc: &str,
+    ns: &str,
+    canary_percent: u32,
+) -> Vec<HttpRoute> {
     let canary_host = twin_name(svc);
     let pct = i64::from(canary_percent.min(100));
     original
         .iter()
         .map(|route| {
-            if !route.route.iter().any(|d| is_service_host(&d.destination.host, svc, ns)) {
+            if !route
+                .route
+                .iter()
+                .any(|d| is_service_host(&d.destination.host, svc, ns))
+            {
                 return route.clone();
             }
             let sole = route.route.len() == 1;
@@ -97,11 +110,20 @@ pub fn created_name(svc: &str) -> String {
     format!("{svc}-canary-gate")
 }
 
-pub fn created_virtual_service(ns: &str, svc: &str, owner: &str, canary_percent: u32) -> VirtualService {
+pub fn created_virtual_service(
+    ns: &str,
+    svc: &str,
+    owner: &str,
+    canary_percent: u32,
+) -> VirtualService {
     let base = vec![HttpRoute {
         name: Some("canary-gate".into()),
         route: vec![RouteDestination {
-            destination: Destination { host: svc.to_string(), subset: None, port: None },
+            destination: Destination {
+                host: svc.to_string(),
+                subset: None,
+                port: None,
+            },
             weight: Some(100),
             other: BTreeMap::new(),
         }],
@@ -120,9 +142,15 @@ pub fn created_virtual_service(ns: &str, svc: &str, owner: &str, canary_percent:
         namespace: Some(ns.to_string()),
         labels: Some(BTreeMap::from([
             (ann::MANAGED_LABEL.to_string(), "true".to_string()),
-            ("app.kubernetes.io/managed-by".to_string(), "canary-gate".to_string()),
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "canary-gate".to_string(),
+            ),
         ])),
-        annotations: Some(BTreeMap::from([(ann::OWNER.to_string(), owner.to_string())])),
+        annotations: Some(BTreeMap::from([(
+            ann::OWNER.to_string(),
+            owner.to_string(),
+        )])),
         ..Default::default()
     };
     vs
@@ -138,7 +166,10 @@ pub fn original_http(vs: &VirtualService) -> Option<Vec<HttpRoute>> {
 }
 
 pub fn is_created_by_us(vs: &VirtualService) -> bool {
-    vs.metadata.labels.as_ref().is_some_and(|l| l.get(ann::MANAGED_LABEL).is_some_and(|v| v == "true"))
+    vs.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.get(ann::MANAGED_LABEL).is_some_and(|v| v == "true"))
 }
 
 /// Canary share of the Service's traffic in a VirtualService (for status and tests).
@@ -184,11 +215,28 @@ mod tests {
         let split = split_http(&vs.spec.http, "podinfo", "shop", 30);
         // Route 1: sole destination → 70 / 30, matches/retries/timeout kept.
         assert_eq!(split[0].other, vs.spec.http[0].other);
-        let w: Vec<(String, Option<i32>)> = split[0].route.iter().map(|d| (d.destination.host.clone(), d.weight)).collect();
-        assert_eq!(w, vec![("podinfo.shop.svc.cluster.local".into(), Some(70)), ("podinfo-canary".into(), Some(30))]);
-        assert_eq!(split[0].route[1].destination.port, vs.spec.http[0].route[0].destination.port);
+        let w: Vec<(String, Option<i32>)> = split[0]
+            .route
+            .iter()
+            .map(|d| (d.destination.host.clone(), d.weight))
+            .collect();
+        assert_eq!(
+            w,
+            vec![
+                ("podinfo.shop.svc.cluster.local".into(), Some(70)),
+                ("podinfo-canary".into(), Some(30))
+            ]
+        );
+        assert_eq!(
+            split[0].route[1].destination.port,
+            vs.spec.http[0].route[0].destination.port
+        );
         // Route 2: 70 of 100 to podinfo → 49 stable + 21 canary; legacy keeps 30; sum 100.
-        let w: Vec<i32> = split[1].route.iter().map(|d| d.weight.unwrap_or(0)).collect();
+        let w: Vec<i32> = split[1]
+            .route
+            .iter()
+            .map(|d| d.weight.unwrap_or(0))
+            .collect();
         assert_eq!(w, vec![49, 21, 30]);
         assert_eq!(split[1].route[1].destination.subset, None);
         // Route 3 untouched.
@@ -199,10 +247,23 @@ mod tests {
     fn weights_always_sum_to_the_original_total() {
         let vs = user_vs();
         for pct in 0..=100 {
-            for (orig, new) in vs.spec.http.iter().zip(split_http(&vs.spec.http, "podinfo", "shop", pct)) {
-                let before: i32 = if orig.route.len() == 1 { 100 } else { orig.route.iter().map(|d| d.weight.unwrap_or(0)).sum() };
+            for (orig, new) in
+                vs.spec
+                    .http
+                    .iter()
+                    .zip(split_http(&vs.spec.http, "podinfo", "shop", pct))
+            {
+                let before: i32 = if orig.route.len() == 1 {
+                    100
+                } else {
+                    orig.route.iter().map(|d| d.weight.unwrap_or(0)).sum()
+                };
                 let after: i32 = new.route.iter().map(|d| d.weight.unwrap_or(0)).sum();
-                if orig.route.iter().any(|d| is_service_host(&d.destination.host, "podinfo", "shop")) {
+                if orig
+                    .route
+                    .iter()
+                    .any(|d| is_service_host(&d.destination.host, "podinfo", "shop"))
+                {
                     assert_eq!(before, after, "pct {pct}: {new:?}");
                 }
             }
@@ -221,7 +282,12 @@ mod tests {
 
     #[test]
     fn host_forms() {
-        for h in ["podinfo", "podinfo.shop", "podinfo.shop.svc", "podinfo.shop.svc.cluster.local"] {
+        for h in [
+            "podinfo",
+            "podinfo.shop",
+            "podinfo.shop.svc",
+            "podinfo.shop.svc.cluster.local",
+        ] {
             assert!(is_service_host(h, "podinfo", "shop"), "{h}");
         }
         assert!(!is_service_host("podinfo.other", "podinfo", "shop"));

@@ -140,7 +140,11 @@ pub enum StateError {
     #[error("no rollout recorded")]
     Absent,
     #[error("annotation {annotation}={value:?} is not a valid {what}")]
-    Invalid { annotation: &'static str, value: String, what: &'static str },
+    Invalid {
+        annotation: &'static str,
+        value: String,
+        what: &'static str,
+    },
 }
 
 impl RolloutState {
@@ -165,7 +169,9 @@ impl RolloutState {
     }
 
     pub fn from_annotations(a: &BTreeMap<String, String>) -> Result<Self, StateError> {
-        let Some(phase_raw) = a.get(ann::PHASE) else { return Err(StateError::Absent) };
+        let Some(phase_raw) = a.get(ann::PHASE) else {
+            return Err(StateError::Absent);
+        };
         let phase = phase_raw.parse().map_err(|()| StateError::Invalid {
             annotation: ann::PHASE,
             value: phase_raw.clone(),
@@ -187,7 +193,10 @@ impl RolloutState {
             paused_from: a.get(ann::PAUSED_FROM).and_then(|p| p.parse().ok()),
             message: text(ann::MESSAGE),
             gates: text(ann::GATES),
-            counts: a.get(ann::COUNTS).and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default(),
+            counts: a
+                .get(ann::COUNTS)
+                .and_then(|c| serde_json::from_str(c).ok())
+                .unwrap_or_default(),
         })
     }
 
@@ -204,7 +213,10 @@ impl RolloutState {
             (ann::LAST_CHECK, self.last_check.map(|t| t.to_string())),
             (ann::FAILED_CHECKS, Some(self.failed_checks.to_string())),
             (ann::PASSED_CHECKS, Some(self.passed_checks.to_string())),
-            (ann::INCONCLUSIVE_CHECKS, Some(self.inconclusive_checks.to_string())),
+            (
+                ann::INCONCLUSIVE_CHECKS,
+                Some(self.inconclusive_checks.to_string()),
+            ),
             (ann::PAUSED_FROM, self.paused_from.map(|p| p.to_string())),
             (ann::MESSAGE, opt(&self.message)),
             (ann::GATES, opt(&self.gates)),
@@ -229,7 +241,10 @@ fn number(a: &BTreeMap<String, String>, key: &'static str) -> Result<Option<u32>
         .transpose()
 }
 
-fn timestamp(a: &BTreeMap<String, String>, key: &'static str) -> Result<Option<Timestamp>, StateError> {
+fn timestamp(
+    a: &BTreeMap<String, String>,
+    key: &'static str,
+) -> Result<Option<Timestamp>, StateError> {
     a.get(key)
         .map(|v| {
             v.trim().parse().map_err(|_| StateError::Invalid {
@@ -265,16 +280,25 @@ mod tests {
 
     #[test]
     fn absent_and_invalid_states() {
-        assert_eq!(RolloutState::from_annotations(&BTreeMap::new()), Err(StateError::Absent));
+        assert_eq!(
+            RolloutState::from_annotations(&BTreeMap::new()),
+            Err(StateError::Absent)
+        );
         let bad = BTreeMap::from([(ann::PHASE.to_string(), "Exploding".to_string())]);
-        assert!(matches!(RolloutState::from_annotations(&bad), Err(StateError::Invalid { .. })));
+        assert!(matches!(
+            RolloutState::from_annotations(&bad),
+            Err(StateError::Invalid { .. })
+        ));
         let bad = BTreeMap::from([
             (ann::PHASE.to_string(), "Progressing".to_string()),
             (ann::WEIGHT.to_string(), "ten".to_string()),
         ]);
         assert!(matches!(
             RolloutState::from_annotations(&bad),
-            Err(StateError::Invalid { annotation: ann::WEIGHT, .. })
+            Err(StateError::Invalid {
+                annotation: ann::WEIGHT,
+                ..
+            })
         ));
     }
 

@@ -26,7 +26,14 @@ fn rewritten_keys(stable: &Deployment, service: &Service) -> Vec<String> {
         .unwrap_or_default()
         .into_keys()
         .collect();
-    keys.extend(service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default().into_keys());
+    keys.extend(
+        service
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default()
+            .into_keys(),
+    );
     keys.sort();
     keys.dedup();
     keys
@@ -46,7 +53,9 @@ fn rewrite(labels: &BTreeMap<String, String>, keys: &[String]) -> BTreeMap<Strin
 fn canary_value(v: &str) -> String {
     let mut s = format!("{v}{SUFFIX}");
     if s.len() > 63 {
-        s = format!("{}{SUFFIX}", &v[..63 - SUFFIX.len()]).trim_end_matches(['-', '_', '.']).to_string();
+        s = format!("{}{SUFFIX}", &v[..63 - SUFFIX.len()])
+            .trim_end_matches(['-', '_', '.'])
+            .to_string();
     }
     s
 }
@@ -62,15 +71,26 @@ fn owner_ref(stable: &Deployment) -> Option<OwnerReference> {
     })
 }
 
-fn managed_meta(name: String, namespace: Option<String>, owner: &str, owner_ref: Option<OwnerReference>) -> ObjectMeta {
+fn managed_meta(
+    name: String,
+    namespace: Option<String>,
+    owner: &str,
+    owner_ref: Option<OwnerReference>,
+) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace,
         labels: Some(BTreeMap::from([
             (ann::MANAGED_LABEL.to_string(), "true".to_string()),
-            ("app.kubernetes.io/managed-by".to_string(), "canary-gate".to_string()),
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "canary-gate".to_string(),
+            ),
         ])),
-        annotations: Some(BTreeMap::from([(ann::OWNER.to_string(), owner.to_string())])),
+        annotations: Some(BTreeMap::from([(
+            ann::OWNER.to_string(),
+            owner.to_string(),
+        )])),
         owner_references: owner_ref.map(|o| vec![o]),
         ..Default::default()
     }
@@ -93,11 +113,19 @@ pub fn build_twin(stable: &Deployment, service: &Service, max_weight: u32) -> Op
     meta.labels = Some(labels);
     template.metadata = Some(meta);
     let selector = LabelSelector {
-        match_labels: Some(rewrite(&spec.selector.match_labels.clone().unwrap_or_default(), &keys)),
+        match_labels: Some(rewrite(
+            &spec.selector.match_labels.clone().unwrap_or_default(),
+            &keys,
+        )),
         match_expressions: spec.selector.match_expressions.clone(),
     };
     Some(Deployment {
-        metadata: managed_meta(twin_name(&name), stable.metadata.namespace.clone(), &name, owner_ref(stable)),
+        metadata: managed_meta(
+            twin_name(&name),
+            stable.metadata.namespace.clone(),
+            &name,
+            owner_ref(stable),
+        ),
         spec: Some(DeploymentSpec {
             replicas: Some(twin_replicas(spec.replicas.unwrap_or(1), max_weight)),
             selector,
@@ -118,7 +146,12 @@ pub fn build_canary_service(stable: &Deployment, service: &Service) -> Option<Se
     let spec = service.spec.as_ref()?;
     let keys = rewritten_keys(stable, service);
     Some(Service {
-        metadata: managed_meta(twin_name(&name), service.metadata.namespace.clone(), &owner, owner_ref(stable)),
+        metadata: managed_meta(
+            twin_name(&name),
+            service.metadata.namespace.clone(),
+            &owner,
+            owner_ref(stable),
+        ),
         spec: Some(ServiceSpec {
             selector: Some(rewrite(&spec.selector.clone().unwrap_or_default(), &keys)),
             ports: spec.ports.as_ref().map(|ports| {
@@ -143,7 +176,12 @@ pub fn build_canary_service(stable: &Deployment, service: &Service) -> Option<Se
 
 /// Does the Service select the Deployment's pods?
 pub fn selects(service: &Service, stable: &Deployment) -> bool {
-    let Some(selector) = service.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty()) else {
+    let Some(selector) = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .filter(|s| !s.is_empty())
+    else {
         return false;
     };
     let labels = stable
@@ -157,7 +195,11 @@ pub fn selects(service: &Service, stable: &Deployment) -> bool {
 
 /// The Service fronting the Deployment: the one named by annotation, else the only one that
 /// selects its pods (canary Services excluded). Err explains what to do.
-pub fn find_service<'a>(stable: &Deployment, services: &'a [Service], named: Option<&str>) -> Result<&'a Service, String> {
+pub fn find_service<'a>(
+    stable: &Deployment,
+    services: &'a [Service],
+    named: Option<&str>,
+) -> Result<&'a Service, String> {
     let deployment = stable.metadata.name.clone().unwrap_or_default();
     if let Some(name) = named {
         return services
@@ -167,16 +209,27 @@ pub fn find_service<'a>(stable: &Deployment, services: &'a [Service], named: Opt
     }
     let candidates: Vec<&Service> = services
         .iter()
-        .filter(|s| !s.metadata.labels.as_ref().is_some_and(|l| l.contains_key(ann::MANAGED_LABEL)))
+        .filter(|s| {
+            !s.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(ann::MANAGED_LABEL))
+        })
         .filter(|s| selects(s, stable))
         .collect();
     match candidates.as_slice() {
         [one] => Ok(one),
-        [] => Err(format!("no Service selects the pods of {deployment}; create one or set {}", ann::SERVICE)),
+        [] => Err(format!(
+            "no Service selects the pods of {deployment}; create one or set {}",
+            ann::SERVICE
+        )),
         many => Err(format!(
             "{} Services select the pods of {deployment} ({}); choose one with {}",
             many.len(),
-            many.iter().filter_map(|s| s.metadata.name.clone()).collect::<Vec<_>>().join(", "),
+            many.iter()
+                .filter_map(|s| s.metadata.name.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
             ann::SERVICE
         )),
     }
@@ -212,17 +265,34 @@ mod tests {
         let twin = build_twin(&stable(), &service(), 50).expect("twin");
         assert_eq!(twin.metadata.name.as_deref(), Some("podinfo-canary"));
         let spec = twin.spec.as_ref().expect("spec");
-        let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).expect("labels");
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .expect("labels");
         assert_eq!(labels["app"], "podinfo-canary");
         assert_eq!(labels["tier"], "web-canary");
         assert_eq!(labels[ann::TWIN_LABEL], "true");
-        assert_eq!(spec.selector.match_labels.as_ref().expect("ml")["app"], "podinfo-canary");
-        let twin_as_stable = Deployment { spec: Some(spec.clone()), ..stable() };
+        assert_eq!(
+            spec.selector.match_labels.as_ref().expect("ml")["app"],
+            "podinfo-canary"
+        );
+        let twin_as_stable = Deployment {
+            spec: Some(spec.clone()),
+            ..stable()
+        };
         assert!(!selects(&service(), &twin_as_stable));
         assert_eq!(spec.replicas, Some(2));
         let owner = &twin.metadata.owner_references.as_ref().expect("owner")[0];
-        assert_eq!((owner.name.as_str(), owner.uid.as_str()), ("podinfo", "u-1"));
-        assert_eq!(twin.metadata.labels.as_ref().expect("l")[ann::MANAGED_LABEL], "true");
+        assert_eq!(
+            (owner.name.as_str(), owner.uid.as_str()),
+            ("podinfo", "u-1")
+        );
+        assert_eq!(
+            twin.metadata.labels.as_ref().expect("l")[ann::MANAGED_LABEL],
+            "true"
+        );
     }
 
     #[test]
@@ -230,10 +300,20 @@ mod tests {
         let twin = build_twin(&stable(), &service(), 50).expect("twin");
         let svc = build_canary_service(&stable(), &service()).expect("svc");
         assert_eq!(svc.metadata.name.as_deref(), Some("podinfo-canary"));
-        let twin_as_deployment = Deployment { spec: twin.spec.clone(), ..stable() };
+        let twin_as_deployment = Deployment {
+            spec: twin.spec.clone(),
+            ..stable()
+        };
         assert!(selects(&svc, &twin_as_deployment));
         assert!(!selects(&svc, &stable()));
-        assert_eq!(svc.spec.as_ref().and_then(|s| s.ports.as_ref()).expect("ports")[0].port, 9898);
+        assert_eq!(
+            svc.spec
+                .as_ref()
+                .and_then(|s| s.ports.as_ref())
+                .expect("ports")[0]
+                .port,
+            9898
+        );
     }
 
     #[test]
@@ -256,9 +336,24 @@ mod tests {
     fn finding_the_service() {
         let services = vec![service()];
         assert!(find_service(&stable(), &services, None).is_ok());
-        assert!(find_service(&stable(), &services, Some("nope")).expect_err("missing").contains("does not exist"));
-        assert!(find_service(&stable(), &[], None).expect_err("none").contains("no Service selects"));
-        let two = vec![service(), Service { metadata: ObjectMeta { name: Some("other".into()), ..Default::default() }, ..service() }];
-        assert!(find_service(&stable(), &two, None).expect_err("two").contains("choose one"));
+        assert!(find_service(&stable(), &services, Some("nope"))
+            .expect_err("missing")
+            .contains("does not exist"));
+        assert!(find_service(&stable(), &[], None)
+            .expect_err("none")
+            .contains("no Service selects"));
+        let two = vec![
+            service(),
+            Service {
+                metadata: ObjectMeta {
+                    name: Some("other".into()),
+                    ..Default::default()
+                },
+                ..service()
+            },
+        ];
+        assert!(find_service(&stable(), &two, None)
+            .expect_err("two")
+            .contains("choose one"));
     }
 }

@@ -19,7 +19,10 @@ fn put(slot: &RwLock<Option<String>>, value: String) {
 }
 
 fn get(slot: &RwLock<Option<String>>) -> String {
-    slot.read().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_else(|| "not checked yet".into())
+    slot.read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_else(|| "not checked yet".into())
 }
 
 impl Health {
@@ -45,7 +48,11 @@ impl Health {
         let tls = self.tls.load(Ordering::Relaxed);
         let report = format!(
             "webhook tls: {}\ncluster: {}\nprometheus: {}\nanalyzer: {}\nleader: {}\n",
-            if tls { "ok" } else { "error: no valid certificate loaded" },
+            if tls {
+                "ok"
+            } else {
+                "error: no valid certificate loaded"
+            },
             get(&self.cluster),
             get(&self.prometheus),
             get(&self.analyzer),

@@ -51,13 +51,20 @@ pub fn admin_router(state: AppState) -> Router {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let (ready, report) = state.health.report();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, report).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response()
@@ -90,27 +97,48 @@ async fn admit(state: AppState, endpoint: Endpoint, body: Body) -> Response {
     let started = Instant::now();
     let outcome = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, MAX_BODY_BYTES)).await {
         Err(_) => Err((StatusCode::REQUEST_TIMEOUT, "body not received in time")),
-        Ok(Err(_)) => Err((StatusCode::PAYLOAD_TOO_LARGE, "body unreadable or larger than 8 MiB")),
+        Ok(Err(_)) => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body unreadable or larger than 8 MiB",
+        )),
         Ok(Ok(bytes)) => Ok(bytes),
     };
     let (status, body, labels) = match outcome {
         Err((status, reason)) => {
             tracing::warn!(endpoint = endpoint.name(), %status, reason, "admission body rejected");
-            let labels = AdmissionLabels { endpoint: endpoint.name(), outcome: "invalid", reason: "body" };
-            (status, review::encode(review::malformed_response("", reason)), labels)
+            let labels = AdmissionLabels {
+                endpoint: endpoint.name(),
+                outcome: "invalid",
+                reason: "body",
+            };
+            (
+                status,
+                review::encode(review::malformed_response("", reason)),
+                labels,
+            )
         }
         Ok(bytes) => decide(&state, endpoint, &bytes),
     };
-    state.metrics.admission_requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .admission_requests
+        .get_or_create(&labels)
+        .inc();
     state
         .metrics
         .admission_duration
-        .get_or_create(&EndpointLabels { endpoint: endpoint.name() })
+        .get_or_create(&EndpointLabels {
+            endpoint: endpoint.name(),
+        })
         .observe(started.elapsed().as_secs_f64());
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8]) -> (StatusCode, Vec<u8>, AdmissionLabels) {
+fn decide(
+    state: &AppState,
+    endpoint: Endpoint,
+    bytes: &[u8],
+) -> (StatusCode, Vec<u8>, AdmissionLabels) {
     let ep = endpoint.name();
     let request = match review::decode(bytes) {
         Ok(r) => r,
@@ -120,8 +148,16 @@ fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8]) -> (StatusCode, Ve
                 DecodeError::Malformed { uid, .. } => (StatusCode::OK, uid.as_str()),
             };
             tracing::warn!(endpoint = ep, uid, %error, "malformed admission request");
-            let labels = AdmissionLabels { endpoint: ep, outcome: "invalid", reason: error.kind() };
-            return (status, review::encode(review::malformed_response(uid, &error.to_string())), labels);
+            let labels = AdmissionLabels {
+                endpoint: ep,
+                outcome: "invalid",
+                reason: error.kind(),
+            };
+            return (
+                status,
+                review::encode(review::malformed_response(uid, &error.to_string())),
+                labels,
+            );
         }
     };
     let span = tracing::info_span!(
@@ -144,7 +180,11 @@ fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8]) -> (StatusCode, Ve
                 tracing::info!(reason, %message, "denied");
                 (base.deny(message), "denied", reason)
             }
-            Mutation::Patch { reason, patch, warnings } => {
+            Mutation::Patch {
+                reason,
+                patch,
+                warnings,
+            } => {
                 tracing::info!(reason, warnings = ?warnings, "patched");
                 match base.clone().with_patch(patch) {
                     Ok(mut r) => {
@@ -154,7 +194,11 @@ fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8]) -> (StatusCode, Ve
                     // Refusing is safer than letting an unguarded release through.
                     Err(error) => {
                         tracing::error!(%error, "patch could not be serialised");
-                        (base.deny("canary-gate could not encode its patch; retry"), "denied", "internal")
+                        (
+                            base.deny("canary-gate could not encode its patch; retry"),
+                            "denied",
+                            "internal",
+                        )
                     }
                 }
             }
@@ -168,7 +212,15 @@ fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8]) -> (StatusCode, Ve
         },
     };
     tracing::debug!(outcome, reason, "admission decided");
-    (StatusCode::OK, review::encode(response), AdmissionLabels { endpoint: ep, outcome, reason })
+    (
+        StatusCode::OK,
+        review::encode(response),
+        AdmissionLabels {
+            endpoint: ep,
+            outcome,
+            reason,
+        },
+    )
 }
 
 /// Serves the HTTPS webhook on an already bound listener until `shutdown` fires.
@@ -181,11 +233,18 @@ pub async fn serve_webhook(
     listener.set_nonblocking(true)?;
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
     // Slow or stuck clients are cut off at every stage: handshake, headers, first request.
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).handshake_timeout(Duration::from_secs(10));
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+        .handshake_timeout(Duration::from_secs(10));
     let mut server = axum_server::from_tcp(listener)?
         .acceptor(acceptor)
         .handle(handle)
         .first_request_timeout(Duration::from_secs(10));
-    server.http_builder().http1().header_read_timeout(Duration::from_secs(10));
-    server.serve(router.into_make_service()).instrument(tracing::info_span!("webhook")).await
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Duration::from_secs(10));
+    server
+        .serve(router.into_make_service())
+        .instrument(tracing::info_span!("webhook"))
+        .await
 }

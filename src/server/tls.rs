@@ -18,13 +18,20 @@ use crate::metrics::{CallOutcome, Metrics};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)")]
     NoCertificate { path: PathBuf },
     #[error("{path} holds no usable PEM private key: {reason}")]
     BadKey { path: PathBuf, reason: String },
     #[error("{cert} and {key} do not belong together: {reason}")]
-    Mismatch { cert: PathBuf, key: PathBuf, reason: String },
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
 }
 
 /// The bytes a pair was loaded from, to notice changes cheaply.
@@ -40,7 +47,10 @@ pub struct CertStore {
 
 impl std::fmt::Debug for CertStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertStore").field("cert", &self.cert_path).field("key", &self.key_path).finish()
+        f.debug_struct("CertStore")
+            .field("cert", &self.cert_path)
+            .field("key", &self.key_path)
+            .finish()
     }
 }
 
@@ -79,7 +89,11 @@ impl CertStore {
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map(|b| b.with_no_client_auth().with_cert_resolver(self.clone()))
-            .unwrap_or_else(|_| ServerConfig::builder().with_no_client_auth().with_cert_resolver(self.clone()));
+            .unwrap_or_else(|_| {
+                ServerConfig::builder()
+                    .with_no_client_auth()
+                    .with_cert_resolver(self.clone())
+            });
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(config)
     }
@@ -117,7 +131,10 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn load_pair(cert_path: &Path, key_path: &Path) -> Result<(CertifiedKey, Fingerprint), TlsError> {
@@ -127,10 +144,19 @@ fn load_pair(cert_path: &Path, key_path: &Path) -> Result<(CertifiedKey, Fingerp
     Ok((certified, (cert, key)))
 }
 
-fn certified_key(cert_path: &Path, key_path: &Path, cert: &[u8], key: &[u8]) -> Result<CertifiedKey, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert).filter_map(Result::ok).collect();
+fn certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+    cert: &[u8],
+    key: &[u8],
+) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+        .filter_map(Result::ok)
+        .collect();
     if chain.is_empty() {
-        return Err(TlsError::NoCertificate { path: cert_path.to_path_buf() });
+        return Err(TlsError::NoCertificate {
+            path: cert_path.to_path_buf(),
+        });
     }
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::BadKey {
         path: key_path.to_path_buf(),

@@ -127,9 +127,7 @@ pub fn serve_args(cert: &Path, key: &Path) -> ServeArgs {
         "200ms".as_ref(),
     ])
     .expect("serve arguments parse");
-    #[allow(irrefutable_let_patterns)] // more subcommands are planned
-    let Command::Serve(serve) = args.command
-    else {
+    let Command::Serve(serve) = args.command else {
         panic!("`serve` did not parse as Command::Serve");
     };
     *serve

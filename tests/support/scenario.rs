@@ -28,21 +28,35 @@ pub const NS: &str = "shop";
 pub const NAME: &str = "podinfo";
 
 pub fn fixture_path(name: &str) -> String {
-    format!("{}/tests/fixtures/admission/{name}.json", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/tests/fixtures/admission/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 /// The Deployment as stored after the webhook admitted the captured `kubectl apply`.
-pub fn admitted_deployment(extra_annotations: &[(&str, &str)]) -> anyhow::Result<(Deployment, Vec<String>)> {
+pub fn admitted_deployment(
+    extra_annotations: &[(&str, &str)],
+) -> anyhow::Result<(Deployment, Vec<String>)> {
     let body = std::fs::read(fixture_path("21-managed-update-image-kubectl-apply.mutate"))?;
     let mut req = decode(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for obj in [req.object.as_mut(), req.old_object.as_mut()].into_iter().flatten() {
-        let a = obj.metadata.annotations.get_or_insert_with(Default::default);
+    for obj in [req.object.as_mut(), req.old_object.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        let a = obj
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
         for (k, v) in extra_annotations {
             a.insert(k.to_string(), v.to_string());
         }
     }
     let decision = mutate::decide(&req, &WebhookConfig::default(), jiff::Timestamp::now());
-    let Mutation::Patch { patch, warnings, .. } = decision else {
+    let Mutation::Patch {
+        patch, warnings, ..
+    } = decision
+    else {
         anyhow::bail!("webhook did not start a rollout: {decision:?}");
     };
     let mut obj = serde_json::to_value(req.object.as_ref().context("object")?)?;
@@ -94,13 +108,18 @@ impl Env {
     pub async fn start() -> anyhow::Result<Env> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let exporter = Arc::new(IstioExporter::start().await?);
-        let prometheus = TestPrometheus::start(&[exporter.addr()], Duration::from_millis(200)).await?;
-        Ok(Env { prometheus, exporter })
+        let prometheus =
+            TestPrometheus::start(&[exporter.addr()], Duration::from_millis(200)).await?;
+        Ok(Env {
+            prometheus,
+            exporter,
+        })
     }
 }
 
 /// Runs one rollout to a terminal phase (or `deadline`). `canary` is how the new version
 /// behaves; the stable is `stable`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_rollout(
     env: &Env,
     ns: &str,
@@ -148,8 +167,18 @@ pub async fn run_rollout(
         weight,
     );
     let metrics = Metrics::new();
-    let prom = PromClient::new(&env.prometheus.url(), Duration::from_secs(5), metrics.clone())?;
-    let analyzer = Analyzer::new(cluster.clone(), Arc::new(prom), Defaults::default(), false, metrics);
+    let prom = PromClient::new(
+        &env.prometheus.url(),
+        Duration::from_secs(5),
+        metrics.clone(),
+    )?;
+    let analyzer = Analyzer::new(
+        cluster.clone(),
+        Arc::new(prom),
+        Defaults::default(),
+        false,
+        metrics,
+    );
     let started = Instant::now();
     let mut outcome = Outcome {
         phase: Phase::Pending,
@@ -164,11 +193,20 @@ pub async fn run_rollout(
     loop {
         let report = analyzer.tick(jiff::Timestamp::now()).await;
         outcome.transitions.extend(report.transitions);
-        let d = cluster.deployment(ns, NAME).context("stable deployment vanished")?;
-        let annotations: BTreeMap<String, String> = d.metadata.annotations.clone().unwrap_or_default();
-        outcome.state = RolloutState::from_annotations(&annotations).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let d = cluster
+            .deployment(ns, NAME)
+            .context("stable deployment vanished")?;
+        let annotations: BTreeMap<String, String> =
+            d.metadata.annotations.clone().unwrap_or_default();
+        outcome.state =
+            RolloutState::from_annotations(&annotations).map_err(|e| anyhow::anyhow!("{e}"))?;
         outcome.phase = outcome.state.phase;
-        let w = cluster.all_virtual_services().iter().filter_map(|vs| canary_share(vs, NAME)).max().unwrap_or(0);
+        let w = cluster
+            .all_virtual_services()
+            .iter()
+            .filter_map(|vs| canary_share(vs, NAME))
+            .max()
+            .unwrap_or(0);
         if outcome.weights.last() != Some(&w) {
             outcome.weights.push(w);
         }

@@ -1,0 +1,248 @@
+//! Decision quality of canary-gate's judgement against a Flagger-equivalent fixed-threshold
+//! policy, on the same simulated traffic. Prints a Markdown table for the README.
+//!
+//! Run with `make bench-judgement` (= `cargo run --quiet --release --example bench_judgement`).
+//! Optional first argument: runs per scenario (default 20,000).
+use canary_gate::judge::sim::*;
+use canary_gate::judge::*;
+
+/// Base seed: every run of every scenario derives its own seed from it, so the table is
+/// reproducible and both policies see the same random stream in a given run.
+const BASE_SEED: u64 = 20_240_917;
+const DEFAULT_RUNS: u32 = 20_000;
+
+/// Flagger-equivalent policy: request-success-rate ≥ 99 % and request-duration p99 ≤ 500 ms
+/// per window, `threshold: 5` failed checks (cumulative, like Flagger's `failedChecks`).
+const FLAGGER_MIN_SUCCESS: f64 = 0.99;
+const FLAGGER_THRESHOLD: u32 = 5;
+
+/// Whether a canary in this scenario should be promoted (acceptable) or rolled back (bad).
+fn acceptable(s: &Scenario) -> bool {
+    matches!(
+        s.name.as_str(),
+        "healthy" | "low-traffic" | "noisy-platform"
+    )
+}
+
+fn label(s: &Scenario) -> String {
+    let pct = |x: f64| format!("{}", (x * 1000.0).round() / 10.0);
+    match s.name.as_str() {
+        "healthy" => format!(
+            "healthy ({} % vs {} % 5xx)",
+            pct(s.canary_error_rate),
+            pct(s.stable_error_rate)
+        ),
+        "badly-broken" => format!("badly broken ({} % 5xx)", pct(s.canary_error_rate)),
+        "subtly-broken" => format!(
+            "subtly broken ({} % vs {} %)",
+            pct(s.canary_error_rate),
+            pct(s.stable_error_rate)
+        ),
+        "slow" => format!("slow (p99 {} ms)", s.canary_p99_ms),
+        "low-traffic" => format!("low traffic ({} req/s)", s.rps_total),
+        "noisy-platform" => format!(
+            "noisy platform (stable also {} % 5xx)",
+            pct(s.stable_error_rate)
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// One run's seed: a splitmix64 output of (base, scenario, run), so neighbouring runs get
+/// unrelated streams.
+fn run_seed(scenario: usize, run: u32) -> u64 {
+    Rng::new(BASE_SEED ^ ((scenario as u64) << 32) ^ u64::from(run)).next_u64()
+}
+
+/// How one rollout ended, for either policy.
+struct Run {
+    outcome: Outcome,
+    intervals: u32,
+    canary_errors: f64,
+}
+
+/// Flagger-equivalent fixed-threshold analysis on the same traffic model as
+/// [`simulate_rollout`]: start at one step; every interval sample a window; a check fails
+/// when the window's success rate is below 99 %, its p99 above the limit, or it has no
+/// canary requests (Flagger: "no values found" halts advancement and counts as a failed
+/// check); a passing check steps the weight up, or promotes at max weight; the
+/// `FLAGGER_THRESHOLD`-th failed check rolls back.
+fn flagger(s: &Scenario, p: &RolloutParams, rng: &mut Rng) -> Run {
+    let mut weight = p.step_pct.min(p.max_weight_pct);
+    let mut failed = 0;
+    let mut canary_errors = 0.0;
+    for interval in 1..=p.max_intervals {
+        let w = sample_window(s, weight, p.interval_s, rng);
+        canary_errors += w.canary.errors;
+        let ok = w.canary.total > 0.0
+            && 1.0 - w.canary.errors / w.canary.total >= FLAGGER_MIN_SUCCESS
+            && w.canary_p99_ms.is_some_and(|x| x <= p.max_p99_ms);
+        let outcome = if !ok {
+            failed += 1;
+            (failed >= FLAGGER_THRESHOLD).then_some(Outcome::RolledBack)
+        } else if weight >= p.max_weight_pct {
+            Some(Outcome::Promoted)
+        } else {
+            weight = (weight + p.step_pct).min(p.max_weight_pct);
+            None
+        };
+        if let Some(outcome) = outcome {
+            return Run {
+                outcome,
+                intervals: interval,
+                canary_errors,
+            };
+        }
+    }
+    Run {
+        outcome: Outcome::Stalled,
+        intervals: p.max_intervals,
+        canary_errors,
+    }
+}
+
+fn canary_gate(s: &Scenario, cfg: &JudgeConfig, p: &RolloutParams, rng: &mut Rng) -> Run {
+    let r = simulate_rollout(s, cfg, p, rng);
+    Run {
+        outcome: r.outcome,
+        intervals: r.intervals,
+        canary_errors: r.canary.errors,
+    }
+}
+
+/// Nearest-rank quantile (sorts in place); NaN when empty.
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank - 1]
+}
+
+/// One table row's numbers.
+struct Row {
+    rolled_back: u32,
+    promoted: u32,
+    stalled: u32,
+    minutes: Vec<f64>,
+    errors: Vec<f64>,
+}
+
+fn evaluate(runs: &[Run], interval_s: f64) -> Row {
+    let count = |o: Outcome| runs.iter().filter(|r| r.outcome == o).count() as u32;
+    Row {
+        rolled_back: count(Outcome::RolledBack),
+        promoted: count(Outcome::Promoted),
+        stalled: count(Outcome::Stalled),
+        minutes: runs
+            .iter()
+            .map(|r| f64::from(r.intervals) * interval_s / 60.0)
+            .collect(),
+        errors: runs.iter().map(|r| r.canary_errors).collect(),
+    }
+}
+
+fn main() {
+    let started = std::time::Instant::now();
+    let runs: u32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(DEFAULT_RUNS);
+    let cfg = JudgeConfig::default();
+    let p = RolloutParams::default();
+    let scenarios = scenarios();
+
+    // Each scenario is independent and every run has its own seed, so the result does not
+    // depend on the number of threads.
+    let rows: Vec<(Row, Row)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = scenarios
+            .iter()
+            .enumerate()
+            .map(|(idx, s)| {
+                let (cfg, p) = (&cfg, &p);
+                scope.spawn(move || {
+                    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                    for run in 0..runs {
+                        let seed = run_seed(idx, run);
+                        ours.push(canary_gate(s, cfg, p, &mut Rng::new(seed)));
+                        theirs.push(flagger(s, p, &mut Rng::new(seed)));
+                    }
+                    (
+                        evaluate(&ours, p.interval_s),
+                        evaluate(&theirs, p.interval_s),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("benchmark thread panicked"))
+            .collect()
+    });
+
+    println!(
+        "Simulated traffic (Poisson arrivals, binomial 5xx, p99 = scenario value ± 5 %), not \
+         measured: {runs} runs per scenario and policy, base seed {BASE_SEED} (run i of both \
+         policies uses the same seed); {} s interval, {} % steps to {} %, give up after {} \
+         intervals ({} min), p99 limit {} ms, 20 req/s unless stated.",
+        p.interval_s,
+        p.step_pct,
+        p.max_weight_pct,
+        p.max_intervals,
+        f64::from(p.max_intervals) * p.interval_s / 60.0,
+        p.max_p99_ms,
+    );
+    println!(
+        "canary-gate: `judge_errors` + `judge_latency` with the default `JudgeConfig` \
+         (confidence {}), latency rollback after {} failed checks. Flagger-equivalent: per \
+         window success ≥ {} % and p99 ≤ {} ms, `threshold: {}` failed checks (a window \
+         without canary requests is a failed check, as Flagger's \"no values found\").",
+        cfg.confidence,
+        p.latency_fail_threshold,
+        FLAGGER_MIN_SUCCESS * 100.0,
+        p.max_p99_ms,
+        FLAGGER_THRESHOLD,
+    );
+    println!();
+    println!(
+        "| Scenario | Policy | Runs | False rollbacks | Missed regressions | No decision | \
+         Time to decision, median (min) | Time to decision, p90 (min) | 5xx served by canary, \
+         median |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let pct = |x: u32| format!("{:.1} %", 100.0 * f64::from(x) / f64::from(runs));
+    for (s, (ours, theirs)) in scenarios.iter().zip(rows) {
+        for (policy, mut row) in [("canary-gate", ours), ("Flagger-style", theirs)] {
+            let (false_rb, missed) = if acceptable(s) {
+                (pct(row.rolled_back), "—".to_string())
+            } else {
+                ("—".to_string(), pct(row.promoted))
+            };
+            println!(
+                "| {} | {policy} | {runs} | {false_rb} | {missed} | {} | {:.1} | {:.1} | {} |",
+                label(s),
+                pct(row.stalled),
+                quantile(&mut row.minutes, 0.5),
+                quantile(&mut row.minutes, 0.9),
+                quantile(&mut row.errors, 0.5),
+            );
+        }
+    }
+    println!();
+    println!(
+        "False rollbacks: share of runs rolled back although the canary was acceptable \
+         (healthy, low traffic, noisy platform). Missed regressions: share of runs promoted \
+         although the canary was bad (broken, subtle, slow). No decision: neither within {} \
+         min; such runs count as {} min in the time columns. 5xx served: canary 5xx responses \
+         users received before the decision.",
+        f64::from(p.max_intervals) * p.interval_s / 60.0,
+        f64::from(p.max_intervals) * p.interval_s / 60.0,
+    );
+    eprintln!(
+        "bench_judgement: {} rollouts in {:.1} s",
+        2 * runs as usize * scenarios.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
