@@ -94,6 +94,16 @@ pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
             ),
         };
     };
+    if req.operation == Operation::Update && req.old_object.is_none() {
+        // Same answer as /mutate: without the stored object nothing can be judged.
+        return Validation::Deny {
+            reason: "malformed",
+            message: format!(
+                "UPDATE of deployment {} without oldObject: cannot decide",
+                req.name
+            ),
+        };
+    }
     let new_annotations = annotations(new);
     if !is_managed(&new_annotations, cfg.manage_by_default) {
         return Validation::Allow {
@@ -167,6 +177,16 @@ mod tests {
             let v = decide(&fixture(name), &cfg);
             assert!(matches!(v, Validation::Allow { .. }), "{name}: {v:?}");
         }
+    }
+
+    #[test]
+    fn update_without_old_object_is_denied_like_mutate() {
+        let mut req = fixture("21-managed-update-image-kubectl-apply.validate");
+        req.old_object = None;
+        assert_eq!(
+            decide(&req, &WebhookConfig::default()).reason(),
+            "malformed"
+        );
     }
 
     #[test]
