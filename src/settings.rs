@@ -154,6 +154,26 @@ pub fn is_managed(annotations: &BTreeMap<String, String>, manage_by_default: boo
     }
 }
 
+impl From<&Defaults> for Settings {
+    /// The settings of a Deployment without any setting annotation.
+    fn from(d: &Defaults) -> Self {
+        Settings {
+            interval: d.interval,
+            step_weight: d.step_weight,
+            max_weight: d.max_weight,
+            threshold: d.threshold,
+            min_success_rate: d.min_success_rate,
+            max_p99_ms: d.max_p99_ms,
+            inconclusive_limit: d.inconclusive_limit,
+            confidence: d.confidence,
+            min_requests: d.min_requests,
+            tolerance: d.tolerance,
+            service: None,
+            gates: Vec::new(),
+        }
+    }
+}
+
 impl Settings {
     pub fn from_annotations(
         defaults: &Defaults,

@@ -271,8 +271,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         let settings =
             Settings::from_annotations(&self.defaults, &annotations).unwrap_or_else(|errors| {
                 tracing::warn!(%errors, "invalid settings on a running rollout; using defaults");
-                Settings::from_annotations(&self.defaults, &BTreeMap::new())
-                    .unwrap_or_else(|_| unreachable_settings())
+                Settings::from(&self.defaults)
             });
         let namespace = d.metadata.namespace.clone().unwrap_or_default();
         let name = d.metadata.name.clone().unwrap_or_default();
@@ -463,24 +462,6 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             }
         }
         (transitions, errors)
-    }
-}
-
-fn unreachable_settings() -> Settings {
-    // Defaults always parse; this only exists so that a bug cannot panic the analyzer.
-    Settings {
-        interval: Duration::from_secs(30),
-        step_weight: 10,
-        max_weight: 50,
-        threshold: 5,
-        min_success_rate: 99.0,
-        max_p99_ms: 500.0,
-        inconclusive_limit: 10,
-        confidence: 0.99,
-        min_requests: 50.0,
-        tolerance: 0.5,
-        service: None,
-        gates: Vec::new(),
     }
 }
 

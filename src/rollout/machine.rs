@@ -286,21 +286,7 @@ impl Machine {
                 ));
             } else if self.now >= since + as_signed(settings.interval) {
                 self.s.last_check = Some(self.now);
-                self.s.failed_checks += 1;
-                self.effects.push(Effect::Check("failed"));
-                if self.s.failed_checks >= settings.threshold {
-                    self.rollback(format!(
-                        "canary pods not ready ({detail}); {} failed checks reached the threshold",
-                        self.s.failed_checks
-                    ));
-                } else {
-                    let (n, t) = (self.s.failed_checks, settings.threshold);
-                    self.event(
-                        EventType::Warning,
-                        "CheckFailed",
-                        format!("check failed ({n}/{t}): canary pods not ready ({detail})"),
-                    );
-                }
+                self.failed_check(format!("canary pods not ready ({detail})"), settings);
             }
             return;
         }
@@ -332,23 +318,13 @@ impl Machine {
                 }
             }
             Verdict::Fail { reason, decisive } => {
-                self.s.failed_checks += 1;
                 self.s.inconclusive_checks = 0;
-                self.effects.push(Effect::Check("failed"));
                 if *decisive {
+                    self.s.failed_checks += 1;
+                    self.effects.push(Effect::Check("failed"));
                     self.rollback(format!("{reason} (decisive evidence)"));
-                } else if self.s.failed_checks >= settings.threshold {
-                    self.rollback(format!(
-                        "{reason}; {} failed checks reached the threshold",
-                        self.s.failed_checks
-                    ));
                 } else {
-                    let (n, t) = (self.s.failed_checks, settings.threshold);
-                    self.event(
-                        EventType::Warning,
-                        "CheckFailed",
-                        format!("check failed ({n}/{t}): {reason}"),
-                    );
+                    self.failed_check(reason.clone(), settings);
                 }
             }
             Verdict::NoData { reason } => {
@@ -395,6 +371,22 @@ impl Machine {
                     format!("{reason}; the canary is not worse, weight held"),
                 );
             }
+        }
+    }
+
+    /// One failed check; at the threshold, a rollback.
+    fn failed_check(&mut self, reason: String, settings: &Settings) {
+        self.s.failed_checks += 1;
+        self.effects.push(Effect::Check("failed"));
+        let (n, t) = (self.s.failed_checks, settings.threshold);
+        if n >= t {
+            self.rollback(format!("{reason}; {n} failed checks reached the threshold"));
+        } else {
+            self.event(
+                EventType::Warning,
+                "CheckFailed",
+                format!("check failed ({n}/{t}): {reason}"),
+            );
         }
     }
 
