@@ -3,8 +3,12 @@
 //!
 //! Run with `make bench-judgement` (= `cargo run --quiet --release --example bench_judgement`).
 //! Optional first argument: runs per scenario (default 20,000).
+use canary_gate::gates::{self, Measured, WindowData};
 use canary_gate::judge::sim::*;
 use canary_gate::judge::*;
+use canary_gate::rollout::machine::{self, Observation, TwinStatus};
+use canary_gate::rollout::state::{Phase, RolloutState};
+use canary_gate::settings::{Defaults, Settings};
 
 /// Base seed: every run of every scenario derives its own seed from it, so the table is
 /// reproducible and both policies see the same random stream in a given run.
@@ -101,12 +105,63 @@ fn flagger(s: &Scenario, p: &RolloutParams, rng: &mut Rng) -> Run {
     }
 }
 
-fn canary_gate(s: &Scenario, cfg: &JudgeConfig, p: &RolloutParams, rng: &mut Rng) -> Run {
-    let r = simulate_rollout(s, cfg, p, rng);
+/// canary-gate as it runs in the analyzer: every simulated window goes through the same
+/// `gates::evaluate` (built-in gates, sequential judgement) and the same pure state machine
+/// `machine::step` as in production, with default settings (30 s, 10 % steps to 50 %,
+/// threshold 5, inconclusive limit 10), on a simulated clock.
+fn canary_gate(s: &Scenario, p: &RolloutParams, rng: &mut Rng) -> Run {
+    let settings = Settings::from(&Defaults::default());
+    let t0 = jiff::Timestamp::UNIX_EPOCH;
+    let ready = Observation {
+        twin: TwinStatus::Ready,
+        stable_rolled_out: false,
+        analysis: None,
+        action: None,
+        progress_deadline: std::time::Duration::from_secs(600),
+        setup_error: None,
+    };
+    // Pending -> Progressing, then the ready twin gets the first step at t0.
+    let mut state = RolloutState::pending("canary".into(), "stable".into(), t0);
+    state = machine::step(&state, &ready, &settings, t0).0;
+    state = machine::step(&state, &ready, &settings, t0).0;
+    let mut canary_errors = 0.0;
+    for interval in 1..=p.max_intervals {
+        let now = t0 + jiff::SignedDuration::from_secs(i64::from(interval) * 30);
+        let w = sample_window(s, f64::from(state.weight), p.interval_s, rng);
+        canary_errors += w.canary.errors;
+        let measured = |c: Counts, p99: Option<f64>| Measured {
+            requests: Some(c.total),
+            errors: Some(c.errors),
+            p99_ms: p99,
+        };
+        let data = WindowData {
+            canary: measured(w.canary, w.canary_p99_ms),
+            stable: measured(w.stable, w.stable_p99_ms),
+            custom: Vec::new(),
+        };
+        let analysis = gates::evaluate(&settings, state.counts, Ok(data));
+        let obs = Observation {
+            analysis: Some(analysis),
+            ..ready.clone()
+        };
+        state = machine::step(&state, &obs, &settings, now).0;
+        let outcome = match state.phase {
+            Phase::Promoting => Some(Outcome::Promoted),
+            Phase::Failed => Some(Outcome::RolledBack),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            return Run {
+                outcome,
+                intervals: interval,
+                canary_errors,
+            };
+        }
+    }
     Run {
-        outcome: r.outcome,
-        intervals: r.intervals,
-        canary_errors: r.canary.errors,
+        outcome: Outcome::Stalled,
+        intervals: p.max_intervals,
+        canary_errors,
     }
 }
 
@@ -161,12 +216,12 @@ fn main() {
             .iter()
             .enumerate()
             .map(|(idx, s)| {
-                let (cfg, p) = (&cfg, &p);
+                let p = &p;
                 scope.spawn(move || {
                     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
                     for run in 0..runs {
                         let seed = run_seed(idx, run);
-                        ours.push(canary_gate(s, cfg, p, &mut Rng::new(seed)));
+                        ours.push(canary_gate(s, p, &mut Rng::new(seed)));
                         theirs.push(flagger(s, p, &mut Rng::new(seed)));
                     }
                     (
@@ -195,12 +250,13 @@ fn main() {
         p.max_p99_ms,
     );
     println!(
-        "canary-gate: `judge_errors` + `judge_latency` with the default `JudgeConfig` \
-         (confidence {}), latency rollback after {} failed checks. Flagger-equivalent: per \
+        "canary-gate: the analyzer's own `gates::evaluate` + `machine::step` with default \
+         settings (confidence {}, threshold {} failed checks for latency, decisive error \
+         evidence rolls back at once, no data for 10 checks rolls back). Flagger-equivalent: per \
          window success ≥ {} % and p99 ≤ {} ms, `threshold: {}` failed checks (a window \
          without canary requests is a failed check, as Flagger's \"no values found\").",
         cfg.confidence,
-        p.latency_fail_threshold,
+        FLAGGER_THRESHOLD,
         FLAGGER_MIN_SUCCESS * 100.0,
         p.max_p99_ms,
         FLAGGER_THRESHOLD,
