@@ -153,6 +153,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             }
         }
         report.rollouts = items.len();
+        self.clean_orphans(&deployments, &index, &mut report).await;
         self.export_phases(&items);
 
         // Analyses of every due rollout, queries batched by window length.
@@ -245,6 +246,64 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             report.errors.extend(e);
         }
         report
+    }
+
+    /// A stable Deployment deleted mid-rollout leaves routes, a twin and a canary Service
+    /// behind (the garbage collector removes owned objects, but not a user's adopted routes).
+    /// Found by memory (rollouts this process reconciled) and, after a restart, by twins whose
+    /// owner is gone.
+    async fn clean_orphans(
+        &self,
+        deployments: &[Deployment],
+        index: &HashMap<(String, String), &Deployment>,
+        report: &mut TickReport,
+    ) {
+        let mut orphans: Vec<RolloutKey> = self
+            .reconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|k| !index.contains_key(*k))
+            .cloned()
+            .collect();
+        for d in deployments {
+            let managed = d
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(ann::MANAGED_LABEL));
+            let owner = d
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ann::OWNER));
+            if let (true, Some(owner)) = (managed, owner) {
+                let key = (
+                    d.metadata.namespace.clone().unwrap_or_default(),
+                    owner.clone(),
+                );
+                if !index.contains_key(&key) && !orphans.contains(&key) {
+                    orphans.push(key);
+                }
+            }
+        }
+        for (ns, owner) in orphans {
+            match world::cleanup(&*self.cluster, &ns, &owner).await {
+                Ok(()) => {
+                    self.reconciled
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&(ns.clone(), owner.clone()));
+                    tracing::info!(namespace = %ns, deployment = %owner, "deployment deleted mid-rollout; canary objects cleaned up");
+                    report
+                        .transitions
+                        .push(format!("{ns}/{owner}: deleted; canary objects cleaned up"));
+                }
+                Err(e) => report
+                    .errors
+                    .push(format!("{ns}/{owner}: cleanup after deletion: {e}")),
+            }
+        }
     }
 
     async fn batch(&self, window: Duration, workloads: &[Workload], now: Timestamp) -> BatchResult {

@@ -7,7 +7,7 @@ use super::Item;
 use crate::annotations as ann;
 use crate::cluster::{ignore_not_found, Cluster, KubeError};
 use crate::rollout::routes::{
-    self, created_name, created_virtual_service, hosts_service, is_created_by_us, original_http,
+    created_name, created_virtual_service, hosts_service, is_created_by_us, original_http,
     routes_to, split_http,
 };
 use crate::rollout::state::{Phase, RolloutState};
@@ -59,13 +59,7 @@ pub(super) async fn reconcile<C: Cluster>(
             set_routes(cluster, ns, &svc, &item.name, state.weight).await
         }
         Phase::Succeeded | Phase::Failed | Phase::Cancelled => {
-            // Traffic back first, then remove what served the canary.
-            let svc = service
-                .and_then(|s| s.metadata.name.clone())
-                .unwrap_or_else(|| item.name.clone());
-            restore_routes(cluster, ns, &svc, &item.name).await?;
-            ignore_not_found(cluster.delete_deployment(ns, &twin_name(&item.name)).await)?;
-            ignore_not_found(cluster.delete_service(ns, &twin_name(&svc)).await)
+            cleanup(cluster, ns, &item.name).await
         }
     }
 }
@@ -119,23 +113,19 @@ async fn set_routes<C: Cluster>(
     Ok(())
 }
 
-async fn restore_routes<C: Cluster>(
+/// Everything canary-gate made or changed for the rollout of `owner`, undone: traffic back
+/// first (adopted routes restored verbatim, created routes deleted), then the twin and the
+/// canary Service. Idempotent; also used when the stable Deployment itself was deleted.
+pub(super) async fn cleanup<C: Cluster>(
     cluster: &C,
     ns: &str,
-    svc: &str,
     owner: &str,
 ) -> Result<(), KubeError> {
     for vs in cluster.virtual_services(ns).await? {
-        let name = vs.metadata.name.clone().unwrap_or_default();
-        let ours = vs
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ann::OWNER))
-            .is_some_and(|o| o == owner);
-        if !ours {
+        if owner_of(vs.metadata.annotations.as_ref()) != Some(owner) {
             continue;
         }
+        let name = vs.metadata.name.clone().unwrap_or_default();
         if is_created_by_us(&vs) {
             ignore_not_found(cluster.delete_virtual_service(ns, &name).await)?;
         } else if let Some(original) = original_http(&vs) {
@@ -148,6 +138,23 @@ async fn restore_routes<C: Cluster>(
                 .await?;
         }
     }
-    let _ = routes::created_name(svc);
+    ignore_not_found(cluster.delete_deployment(ns, &twin_name(owner)).await)?;
+    for svc in cluster.services(ns).await? {
+        let managed = svc
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(ann::MANAGED_LABEL));
+        if managed && owner_of(svc.metadata.annotations.as_ref()) == Some(owner) {
+            let name = svc.metadata.name.clone().unwrap_or_default();
+            ignore_not_found(cluster.delete_service(ns, &name).await)?;
+        }
+    }
     Ok(())
+}
+
+fn owner_of(annotations: Option<&BTreeMap<String, String>>) -> Option<&str> {
+    annotations
+        .and_then(|a| a.get(ann::OWNER))
+        .map(String::as_str)
 }
