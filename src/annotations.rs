@@ -34,6 +34,7 @@ pub const FAILED_CHECKS: &str = "canary-gate.io/failed-checks";
 pub const PASSED_CHECKS: &str = "canary-gate.io/passed-checks";
 pub const INCONCLUSIVE_CHECKS: &str = "canary-gate.io/inconclusive-checks";
 pub const PAUSED_FROM: &str = "canary-gate.io/paused-from";
+pub const UNREADY_SINCE: &str = "canary-gate.io/unready-since";
 pub const MESSAGE: &str = "canary-gate.io/message";
 pub const GATES: &str = "canary-gate.io/gates";
 pub const COUNTS: &str = "canary-gate.io/counts";
@@ -78,6 +79,7 @@ pub const STATE: &[&str] = &[
     PASSED_CHECKS,
     INCONCLUSIVE_CHECKS,
     PAUSED_FROM,
+    UNREADY_SINCE,
     MESSAGE,
     GATES,
     COUNTS,

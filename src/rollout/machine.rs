@@ -276,20 +276,24 @@ impl Machine {
         }
         if let TwinStatus::Starting { ready, wanted } = obs.twin {
             // The twin took traffic and then lost ready pods: users of the canary share see
-            // errors. Each due interval counts as a failed check; the deadline is a backstop.
+            // errors. Each due interval counts as a failed check, and the progress deadline,
+            // counted from the last time it was judged healthy, is a backstop independent of
+            // the threshold.
             let detail = format!("{ready}/{wanted} pods ready");
-            let since = self.s.last_check.unwrap_or(self.s.phase_since);
+            let last = self.s.last_check.unwrap_or(self.s.phase_since);
+            let since = *self.s.unready_since.get_or_insert(last);
             if self.now.duration_since(since) > as_signed(obs.progress_deadline) {
                 self.rollback(format!(
                     "canary pods not ready for over {} ({detail})",
                     humantime::format_duration(obs.progress_deadline)
                 ));
-            } else if self.now >= since + as_signed(settings.interval) {
+            } else if self.now >= last + as_signed(settings.interval) {
                 self.s.last_check = Some(self.now);
                 self.failed_check(format!("canary pods not ready ({detail})"), settings);
             }
             return;
         }
+        self.s.unready_since = None;
         let Some(analysis) = &obs.analysis else {
             return;
         };

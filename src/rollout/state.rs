@@ -128,6 +128,8 @@ pub struct RolloutState {
     pub inconclusive_checks: u32,
     /// The phase to return to on `resume`.
     pub paused_from: Option<Phase>,
+    /// Since when the twin has been seen without all pods ready while taking traffic.
+    pub unready_since: Option<Timestamp>,
     pub message: String,
     /// Last gate values, human readable (`success=99.8% p99=120ms`).
     pub gates: String,
@@ -162,6 +164,7 @@ impl RolloutState {
             passed_checks: 0,
             inconclusive_checks: 0,
             paused_from: None,
+            unready_since: None,
             message: "waiting for the analyzer to create the canary".into(),
             gates: String::new(),
             counts: Counts::default(),
@@ -191,6 +194,7 @@ impl RolloutState {
             passed_checks: number(a, ann::PASSED_CHECKS)?.unwrap_or(0),
             inconclusive_checks: number(a, ann::INCONCLUSIVE_CHECKS)?.unwrap_or(0),
             paused_from: a.get(ann::PAUSED_FROM).and_then(|p| p.parse().ok()),
+            unready_since: timestamp(a, ann::UNREADY_SINCE)?,
             message: text(ann::MESSAGE),
             gates: text(ann::GATES),
             counts: a
@@ -218,6 +222,10 @@ impl RolloutState {
                 Some(self.inconclusive_checks.to_string()),
             ),
             (ann::PAUSED_FROM, self.paused_from.map(|p| p.to_string())),
+            (
+                ann::UNREADY_SINCE,
+                self.unready_since.map(|t| t.to_string()),
+            ),
             (ann::MESSAGE, opt(&self.message)),
             (ann::GATES, opt(&self.gates)),
             (
