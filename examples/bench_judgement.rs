@@ -133,6 +133,7 @@ fn canary_gate(s: &Scenario, p: &RolloutParams, rng: &mut Rng) -> Run {
             requests: Some(c.total),
             errors: Some(c.errors),
             p99_ms: p99,
+            slow: None,
         };
         let data = WindowData {
             canary: measured(w.canary, w.canary_p99_ms),

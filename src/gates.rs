@@ -23,11 +23,38 @@ pub struct BatchQueries {
     pub requests: String,
     pub errors: String,
     pub p99: String,
+    /// Requests per latency bucket at the p99 limits and +Inf: the share of slow requests.
+    pub buckets: String,
 }
 
 const BY: &str = "destination_workload_namespace, destination_workload";
 
-pub fn batch_queries(window: Duration, workloads: &[Workload]) -> BatchQueries {
+/// Istio's default buckets for `istio_request_duration_milliseconds` (`le` values).
+pub const ISTIO_BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// The histogram bucket that decides "slower than the p99 limit": the smallest boundary at or
+/// above it (so a request is only called slow when it certainly is).
+pub fn latency_bucket(max_p99_ms: f64) -> Option<f64> {
+    ISTIO_BUCKETS_MS.iter().copied().find(|b| *b >= max_p99_ms)
+}
+
+/// `le` label values as Prometheus may write them (`500`, `500.0`).
+fn le_alternatives(les: &[f64]) -> String {
+    // Doubled backslashes: one level for the PromQL string, one for the regex.
+    let mut parts: Vec<String> = les
+        .iter()
+        .map(|l| format!(r"{}(\\.0)?", fmt_num(*l).replace('.', r"\\.")))
+        .collect();
+    parts.sort();
+    parts.dedup();
+    parts.push(r"\\+Inf".into());
+    parts.join("|")
+}
+
+pub fn batch_queries(window: Duration, workloads: &[Workload], les: &[f64]) -> BatchQueries {
     let namespaces = regex_alternatives(workloads.iter().map(|w| w.namespace.as_str()));
     let names = regex_alternatives(workloads.iter().map(|w| w.workload.as_str()));
     let selector = format!(
@@ -39,6 +66,10 @@ pub fn batch_queries(window: Duration, workloads: &[Workload]) -> BatchQueries {
         errors: format!("sum by ({BY}) (increase(istio_requests_total{{{selector},response_code=~\"5..\"}}[{range}]))"),
         p99: format!(
             "histogram_quantile(0.99, sum by ({BY}, le) (rate(istio_request_duration_milliseconds_bucket{{{selector}}}[{range}])))"
+        ),
+        buckets: format!(
+            "sum by ({BY}, le) (increase(istio_request_duration_milliseconds_bucket{{{selector},le=~\"{}\"}}[{range}]))",
+            le_alternatives(les)
         ),
     }
 }
@@ -94,18 +125,74 @@ pub struct Measured {
     pub requests: Option<f64>,
     pub errors: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Requests in the latency histogram and how many were slower than the p99 limit.
+    pub slow: Option<[f64; 2]>,
 }
 
-/// Results of the batched queries for one window: either all three, or the error of the
-/// first that failed (a partial picture is not judged).
-pub type BatchResult = Result<[HashMap<Workload, f64>; 3], String>;
+/// Results of the batched queries for one window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub requests: HashMap<Workload, f64>,
+    pub errors: HashMap<Workload, f64>,
+    pub p99: HashMap<Workload, f64>,
+    /// (workload, `le` as a number; +Inf as infinity) -> cumulative count.
+    pub buckets: Vec<(Workload, f64, f64)>,
+}
 
-pub fn measured(batch: &[HashMap<Workload, f64>; 3], w: &Workload) -> Measured {
+/// Either every query answered, or the error of one that failed (a partial picture is not
+/// judged).
+pub type BatchResult = Result<Batch, String>;
+
+/// Bucket samples keyed by workload and numeric `le`.
+pub fn buckets_by_workload(samples: &[Sample]) -> Vec<(Workload, f64, f64)> {
+    by_workload_with(samples, |s| {
+        let le = s.labels.get("le")?;
+        if le == "+Inf" {
+            Some(f64::INFINITY)
+        } else {
+            le.parse().ok()
+        }
+    })
+}
+
+fn by_workload_with(
+    samples: &[Sample],
+    extra: impl Fn(&Sample) -> Option<f64>,
+) -> Vec<(Workload, f64, f64)> {
+    samples
+        .iter()
+        .filter_map(|s| {
+            Some((
+                Workload {
+                    namespace: s.labels.get("destination_workload_namespace")?.clone(),
+                    workload: s.labels.get("destination_workload")?.clone(),
+                },
+                extra(s)?,
+                s.value,
+            ))
+        })
+        .collect()
+}
+
+pub fn measured(batch: &Batch, w: &Workload, le: Option<f64>) -> Measured {
     let finite = |v: Option<&f64>| v.copied().filter(|x| x.is_finite());
+    let bucket = |bound: f64| {
+        batch
+            .buckets
+            .iter()
+            .find(|(wl, l, _)| wl == w && (*l == bound || (l.is_infinite() && bound.is_infinite())))
+            .map(|(_, _, v)| *v)
+            .filter(|v| v.is_finite())
+    };
+    let slow = le.and_then(|le| {
+        let (all, within) = (bucket(f64::INFINITY)?, bucket(le)?);
+        Some([all.max(0.0), (all - within).max(0.0)])
+    });
     Measured {
-        requests: finite(batch[0].get(w)),
-        errors: finite(batch[1].get(w)),
-        p99_ms: finite(batch[2].get(w)),
+        requests: finite(batch.requests.get(w)),
+        errors: finite(batch.errors.get(w)),
+        p99_ms: finite(batch.p99.get(w)),
+        slow,
     }
 }
 
@@ -141,7 +228,13 @@ pub fn evaluate(settings: &Settings, prior: Counts, data: Result<WindowData, Str
         }
     };
     let window_requests = data.canary.requests.unwrap_or(0.0);
+    let add = |prior: [f64; 2], window: Option<[f64; 2]>| {
+        let w = window.unwrap_or_default();
+        [prior[0] + w[0], prior[1] + w[1]]
+    };
     let counts = Counts {
+        canary_slow: add(prior.canary_slow, data.canary.slow),
+        stable_slow: add(prior.stable_slow, data.stable.slow),
         canary: [
             prior.canary[0] + window_requests.max(0.0),
             prior.canary[1] + data.canary.errors.unwrap_or(0.0).max(0.0),
@@ -150,6 +243,7 @@ pub fn evaluate(settings: &Settings, prior: Counts, data: Result<WindowData, Str
             prior.stable[0] + data.stable.requests.unwrap_or(0.0).max(0.0),
             prior.stable[1] + data.stable.errors.unwrap_or(0.0).max(0.0),
         ],
+        ..Default::default()
     };
     let summary = summarize(settings, &counts, &data);
     if window_requests < 0.5 {
@@ -178,6 +272,29 @@ pub fn evaluate(settings: &Settings, prior: Counts, data: Result<WindowData, Str
         &cfg,
     );
     verdicts.push(convert(latency, "request-duration", false));
+    if let (Some(limit), Some(_)) = (latency_bucket(settings.max_p99_ms), data.canary.slow) {
+        // p99 ≤ limit means at most 1 % of requests slower than the limit: the same
+        // sequential test as for errors, on "slow" instead of "5xx", so a clearly slow canary
+        // is rolled back on decisive evidence instead of after `threshold` checks.
+        let slow_cfg = JudgeConfig {
+            max_error_rate: 0.01,
+            ..cfg.clone()
+        };
+        let slow = judge::judge_errors(
+            judge::Counts::new(counts.canary_slow[0], counts.canary_slow[1]),
+            judge::Counts::new(counts.stable_slow[0], counts.stable_slow[1]),
+            &slow_cfg,
+        );
+        if let judge::Verdict::Fail { reason } = slow {
+            verdicts.push(Verdict::Fail {
+                reason: format!(
+                    "request-duration: share of requests slower than {} ms: {reason}",
+                    fmt_num(limit)
+                ),
+                decisive: true,
+            });
+        }
+    }
     for (gate, value) in &data.custom {
         verdicts.push(match value {
             Ok(v) if gate.passes(*v) => Verdict::Pass,
@@ -290,6 +407,7 @@ mod tests {
             requests: Some(r),
             errors: Some(e),
             p99_ms: Some(p),
+            slow: None,
         };
         Ok(WindowData {
             canary: m(canary),
@@ -314,7 +432,7 @@ mod tests {
                 workload: "api.v2".into(),
             },
         ];
-        let q = batch_queries(Duration::from_secs(30), &ws);
+        let q = batch_queries(Duration::from_secs(30), &ws, &[500.0, 1000.0]);
         assert!(
             q.requests
                 .contains(r#"destination_workload_namespace=~"pay|shop""#),
@@ -329,7 +447,12 @@ mod tests {
         );
         assert!(q.errors.contains(r#"response_code=~"5..""#));
         assert!(q.p99.starts_with("histogram_quantile(0.99, sum by (destination_workload_namespace, destination_workload, le)"));
-        for query in [&q.requests, &q.errors, &q.p99] {
+        assert!(
+            q.buckets.contains(r#"le=~"1000(\\.0)?|500(\\.0)?|\\+Inf""#),
+            "{}",
+            q.buckets
+        );
+        for query in [&q.requests, &q.errors, &q.p99, &q.buckets] {
             promql_parser::parser::parse(query).expect("valid PromQL");
             assert!(query.contains("[30s]"));
         }
@@ -340,6 +463,7 @@ mod tests {
         let prior = Counts {
             canary: [10.0, 0.0],
             stable: [90.0, 0.0],
+            ..Default::default()
         };
         let a = evaluate(&settings(), prior, Err("timeout".into()));
         assert!(matches!(a.verdict, Verdict::NoData { .. }));
@@ -398,6 +522,34 @@ mod tests {
             ),
             "{a:?}"
         );
+    }
+
+    #[test]
+    fn clearly_slow_canary_fails_decisively_on_the_share_of_slow_requests() {
+        let mut data = window((300.0, 0.0, 900.0), (2700.0, 2.0, 110.0)).expect("ok");
+        data.canary.slow = Some([300.0, 45.0]);
+        data.stable.slow = Some([2700.0, 5.0]);
+        let a = evaluate(&settings(), Counts::default(), Ok(data.clone()));
+        assert!(
+            matches!(&a.verdict, Verdict::Fail { decisive: true, reason } if reason.contains("slower than 500 ms")),
+            "{a:?}"
+        );
+        assert_eq!(a.counts.canary_slow, [300.0, 45.0]);
+        // A canary as fast as stable is not failed by it.
+        data.canary = Measured {
+            p99_ms: Some(120.0),
+            slow: Some([300.0, 1.0]),
+            ..data.canary
+        };
+        let a = evaluate(&settings(), Counts::default(), Ok(data));
+        assert_eq!(a.verdict, Verdict::Pass, "{a:?}");
+    }
+
+    #[test]
+    fn latency_bucket_is_the_boundary_at_or_above_the_limit() {
+        assert_eq!(latency_bucket(500.0), Some(500.0));
+        assert_eq!(latency_bucket(300.0), Some(500.0));
+        assert_eq!(latency_bucket(1e9), None);
     }
 
     #[test]

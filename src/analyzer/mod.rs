@@ -18,7 +18,10 @@ use tracing::Instrument;
 
 use crate::annotations as ann;
 use crate::cluster::{Cluster, KubeError};
-use crate::gates::{self, by_workload, measured, BatchResult, WindowData, Workload};
+use crate::gates::{
+    self, buckets_by_workload, by_workload, latency_bucket, measured, Batch, BatchResult,
+    WindowData, Workload,
+};
 use crate::metrics::{Metrics, NameLabels, PhaseLabels, RolloutLabels};
 use crate::prom::QueryApi;
 use crate::rollout::machine::{self, Analysis, Effect, Observation, TwinStatus};
@@ -191,8 +194,12 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                     ]
                 })
                 .collect();
-            let batch = self.batch(window, &workloads, now).await;
-            report.queries += 3;
+            let les: Vec<f64> = members
+                .iter()
+                .filter_map(|&i| latency_bucket(items[i].settings.max_p99_ms))
+                .collect();
+            let batch = self.batch(window, &workloads, &les, now).await;
+            report.queries += 4;
             for i in members {
                 let it = &items[i];
                 let data = match &batch {
@@ -221,8 +228,8 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                             custom.push((gate.clone(), value));
                         }
                         Ok(WindowData {
-                            canary: measured(b, &canary),
-                            stable: measured(b, &stable),
+                            canary: measured(b, &canary, latency_bucket(it.settings.max_p99_ms)),
+                            stable: measured(b, &stable, latency_bucket(it.settings.max_p99_ms)),
                             custom,
                         })
                     }
@@ -306,18 +313,26 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         }
     }
 
-    async fn batch(&self, window: Duration, workloads: &[Workload], now: Timestamp) -> BatchResult {
-        let q = gates::batch_queries(window, workloads);
-        let (a, b, c) = futures::join!(
+    async fn batch(
+        &self,
+        window: Duration,
+        workloads: &[Workload],
+        les: &[f64],
+        now: Timestamp,
+    ) -> BatchResult {
+        let q = gates::batch_queries(window, workloads, les);
+        let (a, b, c, d) = futures::join!(
             self.prom.query(&q.requests, now),
             self.prom.query(&q.errors, now),
-            self.prom.query(&q.p99, now)
+            self.prom.query(&q.p99, now),
+            self.prom.query(&q.buckets, now)
         );
-        Ok([
-            by_workload(&a.map_err(|e| e.to_string())?),
-            by_workload(&b.map_err(|e| e.to_string())?),
-            by_workload(&c.map_err(|e| e.to_string())?),
-        ])
+        Ok(Batch {
+            requests: by_workload(&a.map_err(|e| e.to_string())?),
+            errors: by_workload(&b.map_err(|e| e.to_string())?),
+            p99: by_workload(&c.map_err(|e| e.to_string())?),
+            buckets: buckets_by_workload(&d.map_err(|e| e.to_string())?),
+        })
     }
 
     fn item(&self, d: &Deployment, index: &HashMap<(String, String), &Deployment>) -> Option<Item> {

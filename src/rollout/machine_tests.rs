@@ -74,6 +74,7 @@ fn in_phase(phase: Phase) -> RolloutState {
         counts: Counts {
             canary: [1200.0, 2.0],
             stable: [10800.0, 20.0],
+            ..Default::default()
         },
         message: "gates green; 30 % to the canary".into(),
         ..progressing(30, 0)
@@ -160,6 +161,7 @@ fn analysis(verdict: Verdict) -> Analysis {
         counts: Counts {
             canary: [1500.0, 1.0],
             stable: [13500.0, 12.0],
+            ..Default::default()
         },
     }
 }
@@ -981,6 +983,7 @@ fn every_analysis_stores_the_gate_summary_counts_and_window_end() {
             counts: Counts {
                 canary: [77.0, 3.0],
                 stable: [700.0, 9.0],
+                ..Default::default()
             },
             verdict: verdict.clone(),
         };

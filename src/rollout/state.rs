@@ -111,6 +111,12 @@ pub struct Counts {
     pub canary: [f64; 2],
     #[serde(rename = "s")]
     pub stable: [f64; 2],
+    /// canary requests in the latency histogram, and those slower than the p99 limit
+    #[serde(rename = "cl", default)]
+    pub canary_slow: [f64; 2],
+    /// stable requests in the latency histogram, and those slower than the p99 limit
+    #[serde(rename = "sl", default)]
+    pub stable_slow: [f64; 2],
 }
 
 #[derive(Debug, Clone, PartialEq)]
