@@ -243,7 +243,6 @@ pub fn evaluate(settings: &Settings, prior: Counts, data: Result<WindowData, Str
             prior.stable[0] + data.stable.requests.unwrap_or(0.0).max(0.0),
             prior.stable[1] + data.stable.errors.unwrap_or(0.0).max(0.0),
         ],
-        ..Default::default()
     };
     let summary = summarize(settings, &counts, &data);
     if window_requests < 0.5 {
