@@ -97,10 +97,10 @@ async fn admit(state: AppState, endpoint: Endpoint, body: Body) -> Response {
     let started = Instant::now();
     let outcome = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, MAX_BODY_BYTES)).await {
         Err(_) => Err((StatusCode::REQUEST_TIMEOUT, "body not received in time")),
-        Ok(Err(_)) => Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body unreadable or larger than 8 MiB",
-        )),
+        Ok(Err(e)) if is_length_limit(&e) => {
+            Err((StatusCode::PAYLOAD_TOO_LARGE, "body larger than 8 MiB"))
+        }
+        Ok(Err(_)) => Err((StatusCode::BAD_REQUEST, "body could not be read")),
         Ok(Ok(bytes)) => Ok(bytes),
     };
     let (status, body, labels) = match outcome {
@@ -132,6 +132,18 @@ async fn admit(state: AppState, endpoint: Endpoint, body: Body) -> Response {
         })
         .observe(started.elapsed().as_secs_f64());
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Was the body refused for its size (as opposed to a client that went away)?
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn decide(

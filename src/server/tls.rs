@@ -43,6 +43,8 @@ pub struct CertStore {
     key_path: PathBuf,
     current: ArcSwap<CertifiedKey>,
     loaded_from: std::sync::Mutex<Fingerprint>,
+    /// The last pair that was rejected: reported once, not on every poll.
+    rejected: std::sync::Mutex<Option<Fingerprint>>,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -63,6 +65,7 @@ impl CertStore {
             key_path: key_path.to_path_buf(),
             current: ArcSwap::from_pointee(key),
             loaded_from: std::sync::Mutex::new(fingerprint),
+            rejected: std::sync::Mutex::new(None),
         }))
     }
 
@@ -77,7 +80,19 @@ impl CertStore {
                 return Ok(false);
             }
         }
-        let certified = certified_key(&self.cert_path, &self.key_path, &cert, &key)?;
+        {
+            let rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+            if rejected.as_ref().is_some_and(|r| r.0 == cert && r.1 == key) {
+                return Ok(false);
+            }
+        }
+        let certified = match certified_key(&self.cert_path, &self.key_path, &cert, &key) {
+            Ok(c) => c,
+            Err(e) => {
+                *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) = Some((cert, key));
+                return Err(e);
+            }
+        };
         self.current.store(Arc::new(certified));
         *self.loaded_from.lock().unwrap_or_else(|p| p.into_inner()) = (cert, key);
         Ok(true)
