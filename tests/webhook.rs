@@ -1297,3 +1297,32 @@ fn base64_decoder_matches_known_vectors() {
     }
     assert_eq!(base64_decode("not base64!"), None);
 }
+
+/// The apiserver reuses idle connections for up to 90 s and does not retry a POST written
+/// onto a connection the server is closing: a kept-alive connection must survive a quiet
+/// spell longer than the 10 s first-request limit.
+#[tokio::test]
+async fn idle_keepalive_connections_survive_a_quiet_spell() {
+    let server = TestServer::start().await;
+    let review = fixture("21-managed-update-image-kubectl-apply.validate");
+    let body = bytes(&review);
+    let mut conn = tls_connect(server.webhook(), server.ca.client())
+        .await
+        .expect("TLS");
+    for round in 0..2 {
+        let head = format!(
+            "POST /validate?timeout=10s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await.expect("write head");
+        conn.write_all(&body).await.expect("write body");
+        conn.flush().await.expect("flush");
+        let response = read_raw_response(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(response.status, 200, "round {round}");
+        if round == 0 {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+        }
+    }
+}

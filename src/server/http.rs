@@ -24,6 +24,9 @@ use crate::metrics::{AdmissionLabels, EndpointLabels, Metrics};
 
 /// Real reviews are a few KiB; the apiserver caps objects at ~3 MiB and a review carries two.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// How long a kept-alive connection may wait for its next request (longer than the
+/// apiserver's 90 s idle timeout).
+pub const IDLE_KEEPALIVE: Duration = Duration::from_secs(100);
 /// A client that has not sent its whole body by then is holding a connection hostage.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -251,10 +254,14 @@ pub async fn serve_webhook(
         .acceptor(acceptor)
         .handle(handle)
         .first_request_timeout(Duration::from_secs(10));
+    // hyper counts the wait for the next request on a kept-alive connection as header read
+    // time. The apiserver keeps idle connections for 90 s and does not retry a POST written
+    // onto a connection we are closing, so idle connections must outlive its idle timeout;
+    // a new connection still has to send its first request within 10 s.
     server
         .http_builder()
         .http1()
-        .header_read_timeout(Duration::from_secs(10));
+        .header_read_timeout(IDLE_KEEPALIVE);
     server
         .serve(router.into_make_service())
         .instrument(tracing::info_span!("webhook"))
