@@ -192,8 +192,22 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
     Mutation::Patch {
         reason: "rollout_started",
         patch,
-        warnings,
+        warnings: warnings.into_iter().map(cap_warning).collect(),
     }
+}
+
+/// kubectl prints warnings as they come; the apiserver truncates long ones anyway. A hostile
+/// image name must not turn into megabytes of warning.
+fn cap_warning(w: String) -> String {
+    const MAX: usize = 256;
+    if w.len() <= MAX {
+        return w;
+    }
+    let mut end = MAX - 3;
+    while !w.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &w[..end])
 }
 
 /// The Deployment stopped being managed mid-rollout: release the hold, record why.

@@ -37,6 +37,21 @@ pub fn decode(body: &[u8]) -> Result<Request, DecodeError> {
                 .as_ref()
                 .map(|r| r.uid.clone())
                 .unwrap_or_default();
+            // Answering in whatever type the caller named would not be an AdmissionReview.
+            let (kind, version) = (
+                review.types.kind.as_str(),
+                review.types.api_version.as_str(),
+            );
+            if kind != "AdmissionReview"
+                || !matches!(version, "admission.k8s.io/v1" | "admission.k8s.io/v1beta1")
+            {
+                return Err(DecodeError::Malformed {
+                    uid,
+                    reason: format!(
+                        "expected kind AdmissionReview in admission.k8s.io/v1, got kind {kind:?} in {version:?}"
+                    ),
+                });
+            }
             review.try_into().map_err(|_| DecodeError::Malformed {
                 uid,
                 reason: "the review has no `request`".into(),
