@@ -425,7 +425,8 @@ fn metric_sum(encoded: &str, prefix: &str) -> f64 {
                 && !l.starts_with('#')
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0.0
 }
 
 /// Upper bound of the bucket holding quantile `q` of a histogram in the text exposition.

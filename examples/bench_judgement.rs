@@ -119,6 +119,7 @@ fn canary_gate(s: &Scenario, p: &RolloutParams, rng: &mut Rng) -> Run {
         action: None,
         progress_deadline: std::time::Duration::from_secs(600),
         setup_error: None,
+        fresh_window: false,
     };
     // Pending -> Progressing, then the ready twin gets the first step at t0.
     let mut state = RolloutState::pending("canary".into(), "stable".into(), t0);

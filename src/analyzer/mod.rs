@@ -160,7 +160,47 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         self.export_phases(&items);
 
         // Analyses of every due rollout, queries batched by window length.
+        // Bring the cluster in line with each recorded state it is not known to match (after
+        // a restart, a failed write, a hand-deleted twin). Where that had to write, traffic
+        // may not have run at the recorded weight: that rollout's next window starts now.
+        let mut pending = Vec::new();
+        for (i, it) in items.iter().enumerate() {
+            if !self.in_sync(it) {
+                let cluster = &*self.cluster;
+                pending.push(async move { (i, world::reconcile(cluster, it, &it.state).await) });
+            }
+        }
+        let repairs: Vec<(usize, Result<bool, KubeError>)> = futures::stream::iter(pending)
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut fresh = std::collections::HashSet::new();
+        for (i, result) in repairs {
+            let it = &items[i];
+            match result {
+                Ok(wrote) => {
+                    let memo = (
+                        it.state.phase,
+                        it.state.weight,
+                        it.state.canary_revision.clone(),
+                    );
+                    self.reconciled
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((it.namespace.clone(), it.name.clone()), memo);
+                    if wrote {
+                        fresh.insert(i);
+                    }
+                }
+                Err(e) => report
+                    .errors
+                    .push(format!("{}/{}: reconcile: {e}", it.namespace, it.name)),
+            }
+        }
+
+        // A window is only judged when the cluster is known to have run the recorded weight.
         let due: Vec<usize> = (0..items.len())
+            .filter(|&i| self.in_sync(&items[i]) && !fresh.contains(&i))
             .filter(|&i| {
                 machine::check_due(
                     &items[i].state,
@@ -242,8 +282,9 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         let results: Vec<(Vec<String>, Vec<String>)> = futures::stream::iter(items.into_iter().enumerate())
             .map(|(i, item)| {
                 let analysis = analyses.remove(&i);
+                let fresh_window = fresh.contains(&i);
                 let span = tracing::info_span!("rollout", namespace = %item.namespace, deployment = %item.name);
-                async move { self.advance(item, analysis, now).await }.instrument(span)
+                async move { self.advance(item, analysis, fresh_window, now).await }.instrument(span)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -365,6 +406,26 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         })
     }
 
+    /// Is the cluster known to match this rollout's state (reconciled by this process)?
+    fn in_sync(&self, item: &Item) -> bool {
+        let key = (item.namespace.clone(), item.name.clone());
+        let memo = (
+            item.state.phase,
+            item.state.weight,
+            item.state.canary_revision.clone(),
+        );
+        let twin_lost = item.state.phase != Phase::Pending
+            && !item.state.phase.is_terminal()
+            && !item.twin_present;
+        !twin_lost
+            && self
+                .reconciled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                == Some(&memo)
+    }
+
     fn export_phases(&self, items: &[Item]) {
         for phase in Phase::ALL {
             let n = items.iter().filter(|i| i.state.phase == phase).count();
@@ -382,6 +443,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         &self,
         item: Item,
         analysis: Option<Analysis>,
+        fresh_window: bool,
         now: Timestamp,
     ) -> (Vec<String>, Vec<String>) {
         let mut transitions = Vec::new();
@@ -400,6 +462,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         } else {
             None
         };
+        let key = (item.namespace.clone(), item.name.clone());
         let obs = Observation {
             twin: item.twin.clone(),
             stable_rolled_out,
@@ -407,6 +470,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             action,
             progress_deadline: progress_deadline(&item.deployment),
             setup_error,
+            fresh_window,
         };
         let (next, effects) = machine::step(&item.state, &obs, &item.settings, now);
         let clear_action = raw_action;
@@ -511,8 +575,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             .get_or_create(&labels)
             .set(i64::from(next.failed_checks));
 
-        // Reconcile the world to the (persisted) state when it is not known to match.
-        let key = (item.namespace.clone(), item.name.clone());
+        // Reconcile the world to the (persisted) new state when it is not known to match.
         let memo = (next.phase, next.weight, next.canary_revision.clone());
         let known = self
             .reconciled
@@ -520,13 +583,9 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .cloned();
-        let twin_lost = next.phase != Phase::Pending
-            && !next.phase.is_terminal()
-            && !item.twin_present
-            && known.is_some();
-        if known.as_ref() != Some(&memo) || twin_lost {
+        if known.as_ref() != Some(&memo) {
             match world::reconcile(&*self.cluster, &item, &next).await {
-                Ok(()) => {
+                Ok(_) => {
                     self.reconciled
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

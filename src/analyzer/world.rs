@@ -26,11 +26,12 @@ pub(super) async fn setup_error<C: Cluster>(cluster: &C, item: &Item) -> Option<
     }
 }
 
+/// Returns whether anything had to be written: if not, the cluster already ran the state.
 pub(super) async fn reconcile<C: Cluster>(
     cluster: &C,
     item: &Item,
     state: &RolloutState,
-) -> Result<(), KubeError> {
+) -> Result<bool, KubeError> {
     let ns = &item.namespace;
     let services = cluster.services(ns).await?;
     let service = find_service(
@@ -41,25 +42,34 @@ pub(super) async fn reconcile<C: Cluster>(
     .ok()
     .cloned();
     match state.phase {
-        Phase::Pending => Ok(()),
+        Phase::Pending => Ok(false),
         Phase::Progressing | Phase::Paused | Phase::Promoting => {
             let Some(service) = service else {
-                return Ok(());
+                return Ok(false);
             };
             let svc = service.metadata.name.clone().unwrap_or_default();
+            let mut wrote = false;
             // Twin and its Service first, so routes never point at nothing.
-            if let Some(twin) = build_twin(&item.deployment, &service, item.settings.max_weight) {
-                if state.phase != Phase::Promoting || !item.twin_present {
+            if !item.twin_present {
+                if let Some(twin) = build_twin(&item.deployment, &service, item.settings.max_weight)
+                {
                     cluster.apply_deployment(&twin).await?;
+                    wrote = true;
                 }
             }
-            if let Some(canary_svc) = build_canary_service(&item.deployment, &service) {
-                cluster.apply_service(&canary_svc).await?;
+            let canary_svc_present = services
+                .iter()
+                .any(|s| s.metadata.name.as_deref() == Some(twin_name(&svc).as_str()));
+            if !canary_svc_present {
+                if let Some(canary_svc) = build_canary_service(&item.deployment, &service) {
+                    cluster.apply_service(&canary_svc).await?;
+                    wrote = true;
+                }
             }
-            set_routes(cluster, ns, &svc, &item.name, state.weight).await
+            Ok(set_routes(cluster, ns, &svc, &item.name, state.weight).await? || wrote)
         }
         Phase::Succeeded | Phase::Failed | Phase::Cancelled => {
-            cleanup(cluster, ns, &item.name).await
+            cleanup(cluster, ns, &item.name).await.map(|()| true)
         }
     }
 }
@@ -70,9 +80,10 @@ async fn set_routes<C: Cluster>(
     svc: &str,
     owner: &str,
     weight: u32,
-) -> Result<(), KubeError> {
+) -> Result<bool, KubeError> {
     let all = cluster.virtual_services(ns).await?;
     let mut mesh_covered = false;
+    let mut wrote = false;
     for vs in all.iter().filter(|vs| {
         !is_created_by_us(vs) && (routes_to(vs, svc, ns) || original_http(vs).is_some())
     }) {
@@ -99,6 +110,7 @@ async fn set_routes<C: Cluster>(
             cluster
                 .patch_virtual_service(ns, &name, &desired, annotations)
                 .await?;
+            wrote = true;
         }
     }
     if !mesh_covered {
@@ -108,9 +120,10 @@ async fn set_routes<C: Cluster>(
             .find(|v| v.metadata.name.as_deref() == Some(created_name(svc).as_str()));
         if current.map(|c| &c.spec) != Some(&desired.spec) {
             cluster.apply_virtual_service(&desired).await?;
+            wrote = true;
         }
     }
-    Ok(())
+    Ok(wrote)
 }
 
 /// Everything canary-gate made or changed for the rollout of `owner`, undone: traffic back

@@ -63,6 +63,10 @@ pub struct Observation {
     pub progress_deadline: Duration,
     /// Why the canary cannot be set up at all (e.g. no Service selects the pods).
     pub setup_error: Option<String>,
+    /// The cluster was just brought back in line with the state (after a failed write or a
+    /// restart): traffic may not have run at the recorded weight, so the next analysis
+    /// window starts now.
+    pub fresh_window: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +246,9 @@ impl Machine {
     }
 
     fn progress(&mut self, obs: &Observation, settings: &Settings) {
+        if obs.fresh_window && self.s.weight > 0 && self.s.last_check.is_some() {
+            self.s.last_check = Some(self.now);
+        }
         if self.s.weight == 0 {
             // Waiting for the twin before any traffic goes to it.
             match &obs.twin {

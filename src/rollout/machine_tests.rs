@@ -110,6 +110,7 @@ fn twin(status: TwinStatus) -> Observation {
         action: None,
         progress_deadline: DEADLINE,
         setup_error: None,
+        fresh_window: false,
     }
 }
 
@@ -1482,6 +1483,7 @@ fn simulate(settings: &Settings, verdict: MakeVerdict, restart: bool) -> Run {
             action: None,
             progress_deadline: DEADLINE,
             setup_error: None,
+            fresh_window: false,
         };
         run.checks += u32::from(due);
         let current = if restart {
