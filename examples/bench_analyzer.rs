@@ -321,6 +321,9 @@ impl Cluster for Counted {
         let _g = self.count("list virtualservices");
         self.inner.virtual_services(ns).await
     }
+    async fn virtual_services_everywhere(&self) -> Result<Vec<VirtualService>, KubeError> {
+        self.inner.virtual_services_everywhere().await
+    }
     async fn apply_virtual_service(&self, vs: &VirtualService) -> Result<(), KubeError> {
         let _g = self.count("apply virtualservice");
         self.inner.apply_virtual_service(vs).await

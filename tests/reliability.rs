@@ -986,16 +986,6 @@ async fn stable_deleted_then_restart_cleans_up_everything() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: stable Deployment deleted, Kubernetes GC removes the owned twin and canary \
-            Service, and the analyzer restarts (or a new leader takes over) before its next \
-            tick: `clean_orphans` finds orphans only by its in-memory memo or by a twin whose \
-            owner is gone, so nothing is found: the adopted VirtualService keeps sending 20 % \
-            to the deleted podinfo-canary (503s) and a created one is orphaned. Fix \
-            (src/analyzer/mod.rs clean_orphans): also look for VirtualServices (and canary \
-            Services) carrying canary-gate.io/owner whose owner Deployment is gone, in every \
-            namespace that has one (a cluster-wide VirtualService list/watch in the Cluster \
-            trait), and give the created VirtualService an ownerReference to the stable \
-            Deployment so the GC removes it too"]
 async fn stable_deleted_gc_then_restart_restores_routes() {
     for adopt in [true, false] {
         let h = delete_stable(adopt, true, true, None).await;
@@ -1070,6 +1060,9 @@ impl Cluster for Replica {
     }
     async fn virtual_services(&self, ns: &str) -> Result<Vec<VirtualService>, KubeError> {
         self.inner.virtual_services(ns).await
+    }
+    async fn virtual_services_everywhere(&self) -> Result<Vec<VirtualService>, KubeError> {
+        self.inner.virtual_services_everywhere().await
     }
     async fn apply_virtual_service(&self, vs: &VirtualService) -> Result<(), KubeError> {
         self.wrote();

@@ -42,7 +42,15 @@ impl KubeCluster {
     ) -> (Self, impl Future<Output = ()>) {
         let (store, writer) = reflector::store();
         let api: Api<Deployment> = Api::all(client.clone());
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        // The cache holds every Deployment in the cluster: drop what canary-gate never reads
+        // (managedFields, kubectl's last-applied copy) to keep its memory small.
+        let stream = watcher(api, watcher::Config::default()).modify(|d: &mut Deployment| {
+            d.metadata.managed_fields = None;
+            if let Some(a) = d.metadata.annotations.as_mut() {
+                a.remove("kubectl.kubernetes.io/last-applied-configuration");
+            }
+        });
+        let stream = reflector::reflector(writer, stream)
             .default_backoff()
             .applied_objects()
             .for_each(|r| async move {
@@ -199,6 +207,13 @@ impl Cluster for KubeCluster {
 
     async fn virtual_services(&self, ns: &str) -> Result<Vec<VirtualService>, KubeError> {
         let api: Api<VirtualService> = Api::namespaced(self.client.clone(), ns);
+        self.call("list virtualservices", api.list(&ListParams::default()))
+            .await
+            .map(|l| l.items)
+    }
+
+    async fn virtual_services_everywhere(&self) -> Result<Vec<VirtualService>, KubeError> {
+        let api: Api<VirtualService> = Api::all(self.client.clone());
         self.call("list virtualservices", api.list(&ListParams::default()))
             .await
             .map(|l| l.items)

@@ -307,6 +307,10 @@ impl Cluster for MemoryCluster {
             .collect())
     }
 
+    async fn virtual_services_everywhere(&self) -> Result<Vec<VirtualService>, KubeError> {
+        Ok(self.all_virtual_services())
+    }
+
     async fn apply_virtual_service(&self, vs: &VirtualService) -> Result<(), KubeError> {
         let k = meta_key(&vs.metadata);
         let mut inner = self.write("apply virtualservice", &format!("{}/{}", k.0, k.1))?;

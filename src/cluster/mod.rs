@@ -67,6 +67,11 @@ pub trait Cluster: Send + Sync + 'static {
         &self,
         ns: &str,
     ) -> impl Future<Output = Result<Vec<VirtualService>, KubeError>> + Send;
+    /// VirtualServices in every namespace: to find routes left by a rollout whose stable
+    /// Deployment was deleted while this process was not watching.
+    fn virtual_services_everywhere(
+        &self,
+    ) -> impl Future<Output = Result<Vec<VirtualService>, KubeError>> + Send;
     fn apply_virtual_service(
         &self,
         vs: &VirtualService,
