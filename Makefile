@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint fmt chart demo bench bench-judgement deps build clean
+.PHONY: test lint fmt chart demo bench bench-judgement bench-webhook bench-analyzer deps build clean
 
 ## Install what the tests need (Prometheus from Debian) when missing.
 deps:
@@ -41,7 +41,15 @@ demo: deps
 bench-judgement:
 	$(CARGO) run --quiet --release --example bench_judgement
 
-bench: bench-judgement
+## Webhook over real TLS vs a bare axum+rustls server (installs oha into .tools/cargo).
+bench-webhook:
+	bash scripts/bench-webhook.sh
+
+## 1,000 rollouts in one analyzer against a real Prometheus.
+bench-analyzer: deps
+	$(CARGO) run --quiet --release --example bench_analyzer -- 1000 30 60
+
+bench: bench-judgement bench-webhook bench-analyzer
 
 clean:
 	$(CARGO) clean

@@ -130,6 +130,14 @@ pub struct PolicyArgs {
     pub policy_forbid_latest_tag: bool,
     #[arg(long, env = "CANARY_GATE_POLICY_REQUIRE_RESOURCE_REQUESTS", default_value_t = false, action = clap::ArgAction::Set)]
     pub policy_require_resource_requests: bool,
+    /// Allow custom PromQL gates (their values are reported, so they can read any series).
+    #[arg(
+        long,
+        env = "CANARY_GATE_POLICY_ALLOW_CUSTOM_GATES",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub policy_allow_custom_gates: bool,
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -182,6 +190,7 @@ impl ServeArgs {
                 require_readiness_probe: self.policy.policy_require_readiness_probe,
                 forbid_latest_tag: self.policy.policy_forbid_latest_tag,
                 require_resource_requests: self.policy.policy_require_resource_requests,
+                allow_custom_gates: self.policy.policy_allow_custom_gates,
             },
         }
     }

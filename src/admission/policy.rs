@@ -8,6 +8,8 @@ pub struct Policies {
     pub require_readiness_probe: bool,
     pub forbid_latest_tag: bool,
     pub require_resource_requests: bool,
+    /// Custom PromQL gates can read any series in Prometheus and report it: switchable.
+    pub allow_custom_gates: bool,
 }
 
 impl Default for Policies {
@@ -16,6 +18,7 @@ impl Default for Policies {
             require_readiness_probe: true,
             forbid_latest_tag: true,
             require_resource_requests: false,
+            allow_custom_gates: true,
         }
     }
 }
@@ -79,6 +82,7 @@ mod tests {
             require_readiness_probe: true,
             forbid_latest_tag: true,
             require_resource_requests: true,
+            allow_custom_gates: true,
         }
     }
 
@@ -109,6 +113,7 @@ mod tests {
             require_readiness_probe: false,
             forbid_latest_tag: false,
             require_resource_requests: false,
+            allow_custom_gates: true,
         };
         assert!(violations(&none, &t).is_empty());
     }

@@ -110,11 +110,24 @@ pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
             reason: "not_managed",
         };
     }
-    if let Err(errors) = Settings::from_annotations(&cfg.defaults, &new_annotations) {
-        return Validation::Deny {
-            reason: "invalid_settings",
-            message: format!("deployment {}: {errors}", req.name),
-        };
+    match Settings::from_annotations(&cfg.defaults, &new_annotations) {
+        Err(errors) => {
+            return Validation::Deny {
+                reason: "invalid_settings",
+                message: format!("deployment {}: {errors}", req.name),
+            };
+        }
+        Ok(settings) if !cfg.policies.allow_custom_gates && !settings.gates.is_empty() => {
+            return Validation::Deny {
+                reason: "policy",
+                message: format!(
+                    "deployment {}: custom gates ({}) are disabled on this cluster (chart value policies.allowCustomGates); use the built-in gates",
+                    req.name,
+                    settings.gates.iter().map(|g| format!("{}{}", crate::annotations::GATE_PREFIX, g.name)).collect::<Vec<_>>().join(", ")
+                ),
+            };
+        }
+        Ok(_) => {}
     }
     // Policies apply to what will be released: a new Deployment or a new template. Scaling or
     // annotating an older, non-compliant Deployment stays possible.
@@ -187,6 +200,28 @@ mod tests {
             decide(&req, &WebhookConfig::default()).reason(),
             "malformed"
         );
+    }
+
+    #[test]
+    fn custom_gates_can_be_switched_off() {
+        let mut req = fixture("21-managed-update-image-kubectl-apply.validate");
+        let gate = r#"{"query": "sum(rate(x{namespace=\"{namespace}\"}[{interval}]))", "max": 1}"#;
+        req.object
+            .as_mut()
+            .expect("object")
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("canary-gate.io/gate.errors".into(), gate.into());
+        let mut cfg = WebhookConfig::default();
+        assert_eq!(decide(&req, &cfg), Validation::Allow { reason: "valid" });
+        cfg.policies.allow_custom_gates = false;
+        let v = decide(&req, &cfg);
+        let Validation::Deny { message, .. } = &v else {
+            panic!("{v:?}")
+        };
+        assert!(message.contains("canary-gate.io/gate.errors"), "{message}");
+        assert!(message.contains("policies.allowCustomGates"), "{message}");
     }
 
     #[test]
