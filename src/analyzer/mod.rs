@@ -19,14 +19,15 @@ use tracing::Instrument;
 use crate::annotations as ann;
 use crate::cluster::{Cluster, KubeError};
 use crate::gates::{
-    self, buckets_by_workload, by_workload, latency_bucket, measured, Batch, BatchResult,
+    self, buckets_by_workload, by_workload, latency_bucket, measured, Batch, BatchResult, Sample,
     WindowData, Workload,
 };
 use crate::metrics::{Metrics, NameLabels, PhaseLabels, RolloutLabels};
-use crate::prom::QueryApi;
+use crate::prom::{PromError, QueryApi};
 use crate::rollout::machine::{self, Analysis, Effect, Observation, TwinStatus};
 use crate::rollout::state::{Action, Phase, RolloutState};
 use crate::rollout::twin::twin_name;
+use crate::server::health::Health;
 use crate::settings::{is_managed, Defaults, Settings};
 
 /// How many rollouts are worked on at once (bounds concurrent calls to the API server).
@@ -43,6 +44,8 @@ pub struct Analyzer<C, Q> {
     reconciled: Mutex<HashMap<RolloutKey, Reconciled>>,
     /// Ticks since this process became leader (drives the orphan sweep).
     ticks: std::sync::atomic::AtomicU64,
+    /// Where `/readyz` learns whether Prometheus answered the last queries.
+    health: Option<Arc<Health>>,
 }
 
 /// Ticks between two cluster-wide looks for routes of deleted Deployments.
@@ -90,7 +93,14 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             metrics,
             reconciled: Mutex::new(HashMap::new()),
             ticks: std::sync::atomic::AtomicU64::new(0),
+            health: None,
         }
+    }
+
+    /// Report Prometheus' state on `/readyz`.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// Forget what was reconciled (a new leader must not trust an old memo).
@@ -405,12 +415,14 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             self.prom.query(&q.p99, now),
             self.prom.query(&q.buckets, now)
         );
-        Ok(Batch {
-            requests: by_workload(&a.map_err(|e| e.to_string())?),
-            errors: by_workload(&b.map_err(|e| e.to_string())?),
-            p99: by_workload(&c.map_err(|e| e.to_string())?),
-            buckets: buckets_by_workload(&d.map_err(|e| e.to_string())?),
-        })
+        let batch = assemble([a, b, c, d]);
+        if let Some(health) = &self.health {
+            match &batch {
+                Ok(_) => health.set_prometheus(format!("ok (last queries at {now})")),
+                Err(e) => health.set_prometheus(format!("error: {e}")),
+            }
+        }
+        batch
     }
 
     fn item(&self, d: &Deployment, index: &HashMap<(String, String), &Deployment>) -> Option<Item> {
@@ -637,6 +649,17 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         }
         (transitions, errors)
     }
+}
+
+/// All four answers or the first error: a partial picture is not judged.
+fn assemble(answers: [Result<Vec<Sample>, PromError>; 4]) -> BatchResult {
+    let [a, b, c, d] = answers;
+    Ok(Batch {
+        requests: by_workload(&a.map_err(|e| e.to_string())?),
+        errors: by_workload(&b.map_err(|e| e.to_string())?),
+        p99: by_workload(&c.map_err(|e| e.to_string())?),
+        buckets: buckets_by_workload(&d.map_err(|e| e.to_string())?),
+    })
 }
 
 fn deployment_ready(d: &Deployment) -> TwinStatus {

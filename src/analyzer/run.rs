@@ -86,12 +86,15 @@ pub async fn start_in_cluster(args: ServeArgs, metrics: Arc<Metrics>, health: Ar
         }
     }
     health.set_analyzer("running");
-    let analyzer = Arc::new(Analyzer::new(
-        Arc::new(cluster),
-        Arc::new(prom),
-        args.analysis.defaults(),
-        args.webhook.manage_by_default,
-        metrics,
-    ));
+    let analyzer = Arc::new(
+        Analyzer::new(
+            Arc::new(cluster),
+            Arc::new(prom),
+            args.analysis.defaults(),
+            args.webhook.manage_by_default,
+            metrics,
+        )
+        .with_health(health),
+    );
     analyzer.run(TICK, leader_rx).await;
 }
