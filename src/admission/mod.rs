@@ -37,6 +37,17 @@ impl Default for WebhookConfig {
     }
 }
 
+/// Captured reviews for the unit tests next to the decisions.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> review::Request {
+    let path = format!(
+        "{}/tests/fixtures/admission/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    review::decode(&body).unwrap_or_else(|e| panic!("{path} does not decode: {e}"))
+}
+
 pub(crate) fn annotations(obj: &DynamicObject) -> BTreeMap<String, String> {
     obj.metadata.annotations.clone().unwrap_or_default()
 }

@@ -269,16 +269,7 @@ fn add(patch: &mut Patch, tokens: &[&str], value: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::review::decode;
-
-    fn fixture(name: &str) -> Request {
-        let path = format!(
-            "{}/tests/fixtures/admission/{name}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        decode(&body).expect("fixture decodes")
-    }
+    use crate::admission::fixture;
 
     fn now() -> Timestamp {
         "2026-11-27T12:00:00Z".parse().expect("ts")

@@ -162,15 +162,7 @@ pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::review::decode;
-
-    fn fixture(name: &str) -> Request {
-        let path = format!(
-            "{}/tests/fixtures/admission/{name}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        decode(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).expect("decodes")
-    }
+    use crate::admission::fixture;
 
     #[test]
     fn fixtures_without_canary_gate_objects_are_allowed() {

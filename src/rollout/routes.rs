@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::api::ObjectMeta;
-
-use super::twin::twin_name;
+use super::twin::{managed_meta, twin_name};
 use crate::annotations as ann;
 use crate::istio::{Destination, HttpRoute, RouteDestination, VirtualService, VirtualServiceSpec};
 
@@ -137,22 +135,7 @@ pub fn created_virtual_service(
             ..Default::default()
         },
     );
-    vs.metadata = ObjectMeta {
-        name: Some(created_name(svc)),
-        namespace: Some(ns.to_string()),
-        labels: Some(BTreeMap::from([
-            (ann::MANAGED_LABEL.to_string(), "true".to_string()),
-            (
-                "app.kubernetes.io/managed-by".to_string(),
-                "canary-gate".to_string(),
-            ),
-        ])),
-        annotations: Some(BTreeMap::from([(
-            ann::OWNER.to_string(),
-            owner.to_string(),
-        )])),
-        ..Default::default()
-    };
+    vs.metadata = managed_meta(created_name(svc), Some(ns.to_string()), owner, None);
     vs
 }
 

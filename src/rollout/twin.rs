@@ -71,7 +71,9 @@ fn owner_ref(stable: &Deployment) -> Option<OwnerReference> {
     })
 }
 
-fn managed_meta(
+/// Metadata of every object canary-gate creates: the managed label (the validating webhook
+/// guards on it) and the owning stable Deployment.
+pub(crate) fn managed_meta(
     name: String,
     namespace: Option<String>,
     owner: &str,
