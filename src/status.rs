@@ -83,6 +83,7 @@ pub fn render(deployments: &[Deployment], now: Timestamp) -> String {
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     use kube::api::{Api, ListParams};
+    use std::io::Write as _;
     let client = kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!("no cluster reachable (KUBECONFIG or in-cluster config): {e}")
     })?;
@@ -95,11 +96,14 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             .await
             .map_err(|_| anyhow::anyhow!("listing deployments timed out after 10s"))??;
         let table = render(&list.items, Timestamp::now());
+        // `write!` instead of `print!`: a closed pipe (`| head`) is an error, not a panic.
+        let mut out = std::io::stdout().lock();
         if args.watch {
-            print!("\x1b[2J\x1b[H{table}");
+            write!(out, "\x1b[2J\x1b[H{table}")?;
         } else {
-            print!("{table}");
+            write!(out, "{table}")?;
         }
+        out.flush()?;
         if !args.watch {
             return Ok(());
         }
