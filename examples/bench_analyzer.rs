@@ -536,7 +536,6 @@ async fn bench(
         cluster.clone(),
         Arc::new(prom),
         Defaults::default(),
-        false,
         metrics.clone(),
     ));
     let after_setup = Probe::read_self();

@@ -198,7 +198,6 @@ fn analyzer(
         cluster.clone(),
         prom.clone(),
         Defaults::default(),
-        false,
         Metrics::new(),
     )
 }
@@ -1110,7 +1109,6 @@ async fn only_the_leader_acts_and_a_new_leader_finishes_the_rollout_once() {
             c.clone(),
             prom.clone(),
             Defaults::default(),
-            false,
             Metrics::new(),
         ))
     };
@@ -1187,4 +1185,120 @@ async fn only_the_leader_acts_and_a_new_leader_finishes_the_rollout_once() {
     assert_eq!(vs.spec, user_virtual_service().spec);
     assert!(cluster.deployment(NS, TWIN).is_none());
     assert!(cluster.service(NS, TWIN).is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changes of the stable Deployment by its user during a rollout (found in review)
+
+/// The Deployment as the webhook leaves it after admitting `image` mid-rollout: template
+/// changed, rollout restarted in `Pending` on the new revision, stable revision kept.
+fn apply_new_version(h: &Harness, image: &str) -> String {
+    let mut d = h.stable().expect("stable");
+    let containers = &mut d
+        .spec
+        .as_mut()
+        .expect("spec")
+        .template
+        .spec
+        .as_mut()
+        .expect("pod spec")
+        .containers;
+    containers[0].image = Some(image.to_string());
+    let template = serde_json::to_value(&d.spec.as_ref().expect("spec").template).expect("json");
+    let rev = canary_gate::admission::revision::template_revision(&template);
+    let old = h.state();
+    let next = RolloutState::pending(rev.clone(), old.stable_revision.clone(), Timestamp::now());
+    let a = d.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    for (k, v) in next.to_annotations() {
+        match v {
+            Some(v) => a.insert(k.to_string(), v),
+            None => a.remove(k),
+        };
+    }
+    h.cluster.put_deployment(d);
+    rev
+}
+
+#[tokio::test]
+async fn a_newer_template_mid_rollout_replaces_the_twin_before_any_traffic() {
+    let mut h = progressing_at(30, true).await;
+    let rev = apply_new_version(&h, "ghcr.io/stefanprodan/podinfo:6.0.9");
+    h.tick().await;
+    let twin = h.cluster.deployment(NS, TWIN).expect("twin");
+    let image = twin
+        .spec
+        .as_ref()
+        .expect("spec")
+        .template
+        .spec
+        .as_ref()
+        .expect("pod")
+        .containers[0]
+        .image
+        .clone();
+    assert_eq!(
+        image.as_deref(),
+        Some("ghcr.io/stefanprodan/podinfo:6.0.9"),
+        "twin runs the newest template"
+    );
+    let stamp = twin
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get("canary-gate.io/canary-revision")
+        .cloned();
+    assert_eq!(stamp, Some(rev.clone()));
+    assert_eq!(
+        h.route_weight(),
+        0,
+        "no traffic before the new twin is ready"
+    );
+    h.run_to_end().await;
+    let s = h.state();
+    assert_eq!((s.phase, s.canary_revision), (Phase::Succeeded, rev));
+    assert_no_orphans(&h, true, "newer template");
+}
+
+#[tokio::test]
+async fn opting_out_mid_rollout_cleans_up_the_canary() {
+    let mut h = progressing_at(20, true).await;
+    // What the webhook stores when `canary-gate.io/enabled` is removed mid-rollout.
+    let mut d = h.stable().expect("stable");
+    let a = d.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    a.remove("canary-gate.io/enabled");
+    a.insert("canary-gate.io/phase".into(), "Cancelled".into());
+    d.spec.as_mut().expect("spec").paused = Some(false);
+    h.cluster.put_deployment(d);
+    h.tick().await;
+    assert_no_orphans(&h, true, "opt-out");
+}
+
+#[tokio::test]
+async fn a_deployment_recreated_under_the_same_name_does_not_keep_split_routes() {
+    for restart in [false, true] {
+        let ctx = format!("restart={restart}");
+        let mut h = progressing_at(20, true).await;
+        // `kubectl replace --force`: deleted (the GC takes the twin and canary Service) and
+        // created again from the user's manifest, without any rollout state.
+        let mut fresh = h.stable().expect("stable");
+        h.cluster.remove_deployment(NS, NAME);
+        h.cluster
+            .delete_deployment(NS, TWIN)
+            .await
+            .expect("gc twin");
+        h.cluster.delete_service(NS, TWIN).await.expect("gc svc");
+        fresh.metadata.annotations = Some(BTreeMap::from([(
+            "canary-gate.io/enabled".to_string(),
+            "true".to_string(),
+        )]));
+        fresh.metadata.uid = None;
+        h.cluster.put_deployment(fresh);
+        if restart {
+            h.restart();
+        }
+        // Not `h.tick()`: the re-created Deployment has no rollout state to observe.
+        let report = h.analyzer.tick(h.t).await;
+        assert!(report.errors.is_empty(), "{ctx}: {report:?}");
+        assert_no_orphans(&h, true, &ctx);
+    }
 }

@@ -105,20 +105,29 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
 
     if old_rev == new_rev {
         // No new version. But a server-side apply that does not mention `spec.paused` resets
-        // it, which would ship the held canary template to 100 %: keep the hold.
+        // it (the webhook's write is owned by the applier's field manager), which would ship
+        // the held canary template — or, after a rollback, the rejected one — to 100 %: keep
+        // the hold. GitOps tools re-sync like this every few minutes.
         return match &state {
             Some(s)
-                if s.phase.holds_stable() && s.canary_revision == new_rev && !is_paused(new) =>
+                if (s.phase.holds_stable() || s.phase == Phase::Failed)
+                    && s.canary_revision == new_rev
+                    && !is_paused(new) =>
             {
                 let mut patch = Patch(Vec::new());
                 add(&mut patch, &["spec", "paused"], Value::Bool(true));
+                let why = if s.phase == Phase::Failed {
+                    format!("revision {new_rev} failed its canary; apply a fixed version or the stable template")
+                } else {
+                    format!(
+                        "its rollout is {}; use canary-gate.io/action=promote or abort",
+                        s.phase
+                    )
+                };
                 Mutation::Patch {
                     reason: "hold",
                     patch,
-                    warnings: vec![format!(
-                        "{name}: kept paused: canary-gate holds the stable version while its rollout is {}; use canary-gate.io/action=promote or abort",
-                        s.phase
-                    )],
+                    warnings: vec![format!("{name}: kept paused: {why}")],
                 }
             }
             _ => Mutation::Pass {
@@ -443,6 +452,29 @@ mod tests {
         let m = decide(&req, &WebhookConfig::default(), now());
         assert_eq!(m.reason(), "hold");
         assert_eq!(patched(&req, &m)["spec"]["paused"], true);
+    }
+
+    #[test]
+    fn gitops_resync_after_a_failed_rollout_keeps_the_rejected_version_paused() {
+        let base = fixture("23-managed-update-image-server-side-apply.mutate.7");
+        let (_, rev) = revs(&base);
+        let state = RolloutState {
+            phase: Phase::Failed,
+            ..RolloutState::pending(rev, "stable0001".into(), now())
+        };
+        let mut req = with_state(
+            "23-managed-update-image-server-side-apply.mutate.7",
+            &state,
+            true,
+        );
+        req.object.as_mut().expect("o").data["spec"]["paused"] = Value::Bool(false);
+        let m = decide(&req, &WebhookConfig::default(), now());
+        assert_eq!(m.reason(), "hold");
+        assert_eq!(patched(&req, &m)["spec"]["paused"], true);
+        let Mutation::Patch { warnings, .. } = &m else {
+            panic!("{m:?}")
+        };
+        assert!(warnings[0].contains("failed its canary"), "{warnings:?}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::rollout::machine::{self, Analysis, Effect, Observation, TwinStatus};
 use crate::rollout::state::{Action, Phase, RolloutState};
 use crate::rollout::twin::twin_name;
 use crate::server::health::Health;
-use crate::settings::{is_managed, Defaults, Settings};
+use crate::settings::{Defaults, Settings};
 
 /// How many rollouts are worked on at once (bounds concurrent calls to the API server).
 pub const CONCURRENCY: usize = 16;
@@ -37,7 +37,6 @@ pub struct Analyzer<C, Q> {
     pub cluster: Arc<C>,
     pub prom: Arc<Q>,
     pub defaults: Defaults,
-    pub manage_by_default: bool,
     pub metrics: Arc<Metrics>,
     /// The state the world was last reconciled to, per rollout. Empty after a restart, so
     /// the first tick reconciles everything once.
@@ -78,18 +77,11 @@ pub struct TickReport {
 }
 
 impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
-    pub fn new(
-        cluster: Arc<C>,
-        prom: Arc<Q>,
-        defaults: Defaults,
-        manage_by_default: bool,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(cluster: Arc<C>, prom: Arc<Q>, defaults: Defaults, metrics: Arc<Metrics>) -> Self {
         Analyzer {
             cluster,
             prom,
             defaults,
-            manage_by_default,
             metrics,
             reconciled: Mutex::new(HashMap::new()),
             ticks: std::sync::atomic::AtomicU64::new(0),
@@ -315,20 +307,27 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
 
     /// A stable Deployment deleted mid-rollout leaves routes, a twin and a canary Service
     /// behind (the garbage collector removes owned objects, but not a user's adopted routes).
-    /// Found by memory (rollouts this process reconciled) and, after a restart, by twins whose
-    /// owner is gone.
+    /// Found by memory (rollouts this process reconciled), by twins whose owner is gone, and
+    /// by a periodic sweep of routes naming an owner that is gone.
     async fn clean_orphans(
         &self,
         deployments: &[Deployment],
         index: &HashMap<(String, String), &Deployment>,
         report: &mut TickReport,
     ) {
+        // Gone: deleted, or deleted and re-created under the same name (no rollout state).
+        let gone = |key: &RolloutKey| {
+            index.get(key).is_none_or(|d| {
+                let annotations = d.metadata.annotations.clone().unwrap_or_default();
+                RolloutState::from_annotations(&annotations).is_err()
+            })
+        };
         let mut orphans: Vec<RolloutKey> = self
             .reconciled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
-            .filter(|k| !index.contains_key(*k))
+            .filter(|k| gone(k))
             .cloned()
             .collect();
         for d in deployments {
@@ -347,7 +346,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                     d.metadata.namespace.clone().unwrap_or_default(),
                     owner.clone(),
                 );
-                if !index.contains_key(&key) && !orphans.contains(&key) {
+                if gone(&key) && !orphans.contains(&key) {
                     orphans.push(key);
                 }
             }
@@ -371,7 +370,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                             .cloned();
                         if let Some(owner) = owner {
                             let key = (ns, owner);
-                            if !index.contains_key(&key) && !orphans.contains(&key) {
+                            if gone(&key) && !orphans.contains(&key) {
                                 orphans.push(key);
                             }
                         }
@@ -428,10 +427,8 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
     fn item(&self, d: &Deployment, index: &HashMap<(String, String), &Deployment>) -> Option<Item> {
         let annotations = d.metadata.annotations.clone().unwrap_or_default();
         let state = RolloutState::from_annotations(&annotations).ok()?;
-        let managed = is_managed(&annotations, self.manage_by_default);
-        if !managed && state.phase.is_terminal() {
-            return None;
-        }
+        // A Deployment that opted out keeps its last state; it is still worked on so that the
+        // cleanup of a cancelled rollout happens (once: then the memo says it is in sync).
         let settings =
             Settings::from_annotations(&self.defaults, &annotations).unwrap_or_else(|errors| {
                 tracing::warn!(%errors, "invalid settings on a running rollout; using defaults");
@@ -439,7 +436,17 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             });
         let namespace = d.metadata.namespace.clone().unwrap_or_default();
         let name = d.metadata.name.clone().unwrap_or_default();
-        let twin = index.get(&(namespace.clone(), twin_name(&name)));
+        // A twin of another revision (a newer template was applied mid-rollout) is not this
+        // rollout's twin: it is re-applied and must become ready again before any traffic.
+        let twin = index
+            .get(&(namespace.clone(), twin_name(&name)))
+            .filter(|t| {
+                t.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ann::CANARY_REVISION))
+                    == Some(&state.canary_revision)
+            });
         let twin_status = match twin {
             None => TwinStatus::Missing,
             Some(t) => deployment_ready(t),

@@ -91,7 +91,6 @@ pub async fn start_in_cluster(args: ServeArgs, metrics: Arc<Metrics>, health: Ar
             Arc::new(cluster),
             Arc::new(prom),
             args.analysis.defaults(),
-            args.webhook.manage_by_default,
             metrics,
         )
         .with_health(health),

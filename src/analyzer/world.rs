@@ -51,8 +51,17 @@ pub(super) async fn reconcile<C: Cluster>(
             let mut wrote = false;
             // Twin and its Service first, so routes never point at nothing.
             if !item.twin_present {
-                if let Some(twin) = build_twin(&item.deployment, &service, item.settings.max_weight)
+                if let Some(mut twin) =
+                    build_twin(&item.deployment, &service, item.settings.max_weight)
                 {
+                    // Stamped with the revision it runs, so a newer template is noticed.
+                    twin.metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert(
+                            ann::CANARY_REVISION.to_string(),
+                            state.canary_revision.clone(),
+                        );
                     cluster.apply_deployment(&twin).await?;
                     wrote = true;
                 }
@@ -95,6 +104,9 @@ async fn set_routes<C: Cluster>(
             .and_then(|a| a.get(ann::OWNER))
             .is_some_and(|o| o != owner);
         if owned_by_other {
+            // Another rollout splits this route now: never add a second VirtualService for the
+            // same host (Istio would pick one of the two arbitrarily).
+            mesh_covered |= hosts_service(vs, svc, ns);
             continue;
         }
         mesh_covered |= hosts_service(vs, svc, ns);

@@ -402,15 +402,29 @@ impl Machine {
     }
 
     fn promoting(&mut self, obs: &Observation) {
+        let rev = self.s.canary_revision.clone();
         if obs.stable_rolled_out {
             self.enter(Phase::Succeeded);
             self.s.weight = 0;
             self.effects.push(Effect::Decision("succeeded"));
-            let rev = self.s.canary_revision.clone();
             self.event(
                 EventType::Normal,
                 "Succeeded",
                 format!("revision {rev} promoted; all traffic on the stable Deployment"),
+            );
+        } else if self.now.duration_since(self.s.phase_since) > as_signed(obs.progress_deadline) {
+            // The stable already runs the validated template (partly): holding the twin longer
+            // only holds resources. Hand over and say so.
+            self.enter(Phase::Succeeded);
+            self.s.weight = 0;
+            self.effects.push(Effect::Decision("succeeded"));
+            self.event(
+                EventType::Warning,
+                "PromotionIncomplete",
+                format!(
+                    "the stable Deployment did not finish rolling out revision {rev} within {}; all traffic moved to it anyway (check `kubectl rollout status`)",
+                    humantime::format_duration(obs.progress_deadline)
+                ),
             );
         }
     }

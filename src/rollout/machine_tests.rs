@@ -785,10 +785,22 @@ fn promoting_holds_until_the_stable_has_rolled_out() {
         judged(decisive()),
         judged(pass()),
     ] {
-        let (s, fx) = step(&promoting, &obs, &defaults(), at(3600));
+        // Within the progress deadline (600 s from entering Promoting at 10 s).
+        let (s, fx) = step(&promoting, &obs, &defaults(), at(600));
         assert_eq!(s, promoting, "{obs:?}");
         assert!(fx.is_empty(), "{obs:?}: {fx:?}");
     }
+}
+
+#[test]
+fn a_promotion_that_does_not_finish_hands_over_after_the_deadline() {
+    let promoting = in_phase(Phase::Promoting);
+    let (s, fx) = step(&promoting, &ready(), &defaults(), at(3600));
+    assert_eq!((s.phase, s.weight), (Phase::Succeeded, 0), "{fx:?}");
+    assert!(
+        message(&fx, "PromotionIncomplete").contains("did not finish"),
+        "{fx:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -176,7 +176,6 @@ pub async fn run_rollout(
         cluster.clone(),
         Arc::new(prom),
         Defaults::default(),
-        false,
         metrics,
     );
     let started = Instant::now();
