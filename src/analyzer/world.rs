@@ -8,7 +8,7 @@ use crate::annotations as ann;
 use crate::cluster::{ignore_not_found, Cluster, KubeError};
 use crate::rollout::routes::{
     created_name, created_virtual_service, hosts_service, is_created_by_us, original_http,
-    routes_to, split_http,
+    routes_to, split_http, unsplit_http,
 };
 use crate::rollout::state::{Phase, RolloutState};
 use crate::rollout::twin::{build_canary_service, build_twin, find_service, twin_name};
@@ -153,7 +153,10 @@ pub(super) async fn cleanup<C: Cluster>(
         let name = vs.metadata.name.clone().unwrap_or_default();
         if is_created_by_us(&vs) {
             ignore_not_found(cluster.delete_virtual_service(ns, &name).await)?;
-        } else if let Some(original) = original_http(&vs) {
+        } else {
+            // The saved original normally; if someone mangled it, take the split back out so
+            // no traffic goes to a canary host that is about to disappear.
+            let original = original_http(&vs).unwrap_or_else(|| unsplit_http(&vs.spec.http));
             let annotations = BTreeMap::from([
                 (ann::ORIGINAL_ROUTES.to_string(), None),
                 (ann::OWNER.to_string(), None),

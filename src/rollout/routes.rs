@@ -103,6 +103,55 @@ pub fn split_http(
         .collect()
 }
 
+/// The inverse of [`split_http`] without the saved original: every `<host>-canary`
+/// destination is removed and its weight given back to the first destination of `<host>` in
+/// the same route. Used only when the saved original cannot be read.
+pub fn unsplit_http(split: &[HttpRoute]) -> Vec<HttpRoute> {
+    split
+        .iter()
+        .map(|route| {
+            let mut out: Vec<RouteDestination> = Vec::new();
+            let mut returned = Vec::new();
+            for d in &route.route {
+                let base = d.destination.host.strip_suffix(super::twin::SUFFIX);
+                let has_stable = base.is_some_and(|b| {
+                    route
+                        .route
+                        .iter()
+                        .any(|o| same_service(&o.destination.host, b))
+                });
+                match base {
+                    Some(b) if has_stable => returned.push((b.to_string(), d.weight.unwrap_or(0))),
+                    _ => out.push(d.clone()),
+                }
+            }
+            for (host, w) in returned {
+                if let Some(stable) = out
+                    .iter_mut()
+                    .find(|d| same_service(&d.destination.host, &host))
+                {
+                    stable.weight = Some(stable.weight.unwrap_or(0) + w);
+                }
+            }
+            if out.len() == 1 {
+                out[0].weight = None;
+            }
+            HttpRoute {
+                route: out,
+                ..route.clone()
+            }
+        })
+        .collect()
+}
+
+/// `podinfo` and `podinfo.shop.svc.cluster.local` name the same Service.
+fn same_service(host: &str, short: &str) -> bool {
+    host == short
+        || host
+            .strip_prefix(short)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
 /// Name of the VirtualService canary-gate creates when the user has none for the host.
 pub fn created_name(svc: &str) -> String {
     format!("{svc}-canary-gate")
@@ -261,6 +310,51 @@ mod tests {
         assert!(is_created_by_us(&vs));
         assert!(hosts_service(&vs, "podinfo", "shop") && routes_to(&vs, "podinfo", "shop"));
         assert_eq!(vs.spec.http[0].route[0].weight, Some(80));
+    }
+
+    #[test]
+    fn unsplitting_gives_the_canary_share_back() {
+        let base = vec![HttpRoute {
+            route: vec![
+                RouteDestination {
+                    destination: Destination {
+                        host: "podinfo".into(),
+                        subset: None,
+                        port: None,
+                    },
+                    weight: Some(80),
+                    other: BTreeMap::new(),
+                },
+                RouteDestination {
+                    destination: Destination {
+                        host: "legacy".into(),
+                        subset: None,
+                        port: None,
+                    },
+                    weight: Some(20),
+                    other: BTreeMap::new(),
+                },
+            ],
+            ..Default::default()
+        }];
+        let split = split_http(&base, "podinfo", "shop", 30);
+        assert_eq!(unsplit_http(&split), base);
+        let sole = vec![HttpRoute {
+            route: vec![RouteDestination {
+                destination: Destination {
+                    host: "podinfo".into(),
+                    subset: None,
+                    port: None,
+                },
+                weight: None,
+                other: BTreeMap::new(),
+            }],
+            ..Default::default()
+        }];
+        assert_eq!(
+            unsplit_http(&split_http(&sole, "podinfo", "shop", 40)),
+            sole
+        );
     }
 
     #[test]

@@ -119,7 +119,21 @@ pub fn build_twin(stable: &Deployment, service: &Service, max_weight: u32) -> Op
             &spec.selector.match_labels.clone().unwrap_or_default(),
             &keys,
         )),
-        match_expressions: spec.selector.match_expressions.clone(),
+        // Expressions on a rewritten key must select the rewritten value, or the apiserver
+        // rejects a selector that does not match the template.
+        match_expressions: spec.selector.match_expressions.clone().map(|exprs| {
+            exprs
+                .into_iter()
+                .map(|mut e| {
+                    if keys.contains(&e.key) {
+                        e.values = e
+                            .values
+                            .map(|vs| vs.iter().map(|v| canary_value(v)).collect());
+                    }
+                    e
+                })
+                .collect()
+        }),
     };
     Some(Deployment {
         metadata: managed_meta(
@@ -315,6 +329,33 @@ mod tests {
                 .expect("ports")[0]
                 .port,
             9898
+        );
+    }
+
+    #[test]
+    fn selector_expressions_follow_the_rewritten_labels() {
+        let mut d = stable();
+        let spec = d.spec.as_mut().expect("spec");
+        spec.selector.match_labels = None;
+        spec.selector.match_expressions = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                key: "app".into(),
+                operator: "In".into(),
+                values: Some(vec!["podinfo".into()]),
+            },
+        ]);
+        let twin = build_twin(&d, &service(), 50).expect("twin");
+        let expr = &twin
+            .spec
+            .as_ref()
+            .expect("spec")
+            .selector
+            .match_expressions
+            .as_ref()
+            .expect("exprs")[0];
+        assert_eq!(
+            expr.values.as_deref(),
+            Some(&["podinfo-canary".to_string()][..])
         );
     }
 
