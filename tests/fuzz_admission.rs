@@ -20,7 +20,6 @@ use canary_gate::admission::validate::{self, Validation};
 use canary_gate::admission::WebhookConfig;
 use canary_gate::annotations as ann;
 use jiff::Timestamp;
-use kube::core::admission::AdmissionResponse;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use serde_json::{Map, Value};
@@ -183,7 +182,7 @@ fn check_body(body: &[u8], stats: &Stats) -> Result<(), TestCaseError> {
         &mutate::decide(&request, &cfg, now()),
         "decision not deterministic"
     );
-    let base = AdmissionResponse::from(&request);
+    let base = review::allow(&request);
     let response = match &mutation {
         Mutation::Pass { .. } => base,
         Mutation::Deny { message, .. } => {
@@ -231,7 +230,7 @@ fn check_body(body: &[u8], stats: &Stats) -> Result<(), TestCaseError> {
 
     // /validate
     let validation = validate::decide(&request, &cfg);
-    let base = AdmissionResponse::from(&request);
+    let base = review::allow(&request);
     let (response, expect_allowed) = match &validation {
         Validation::Allow { .. } => (base, true),
         Validation::Deny { message, .. } => {

@@ -9,7 +9,6 @@ pub mod validate;
 
 use std::collections::BTreeMap;
 
-use kube::core::DynamicObject;
 use serde_json::Value;
 
 use crate::settings::Defaults;
@@ -48,21 +47,22 @@ pub(crate) fn fixture(name: &str) -> review::Request {
     review::decode(&body).unwrap_or_else(|e| panic!("{path} does not decode: {e}"))
 }
 
-pub(crate) fn annotations(obj: &DynamicObject) -> BTreeMap<String, String> {
+pub(crate) fn annotations(obj: &review::Object) -> BTreeMap<String, String> {
     obj.metadata.annotations.clone().unwrap_or_default()
 }
 
-pub(crate) fn labels(obj: &DynamicObject) -> BTreeMap<String, String> {
+pub(crate) fn labels(obj: &review::Object) -> BTreeMap<String, String> {
     obj.metadata.labels.clone().unwrap_or_default()
 }
 
-pub(crate) fn template(obj: &DynamicObject) -> Option<&Value> {
-    obj.data.pointer("/spec/template")
+pub(crate) fn template(obj: &review::Object) -> Option<&Value> {
+    obj.spec.as_ref()?.get("template")
 }
 
-pub(crate) fn is_paused(obj: &DynamicObject) -> bool {
-    obj.data
-        .pointer("/spec/paused")
+pub(crate) fn is_paused(obj: &review::Object) -> bool {
+    obj.spec
+        .as_ref()
+        .and_then(|s| s.get("paused"))
         .and_then(Value::as_bool)
         .unwrap_or(false)
 }

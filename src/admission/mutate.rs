@@ -8,10 +8,9 @@ use jiff::Timestamp;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
 use kube::core::admission::Operation;
-use kube::core::DynamicObject;
 use serde_json::Value;
 
-use super::review::Request;
+use super::review::{Object, Request};
 use super::revision::{describe_change, template_revision};
 use super::{annotations, group_kind, is_paused, template, WebhookConfig};
 use crate::annotations as ann;
@@ -220,7 +219,7 @@ fn cap_warning(w: String) -> String {
 }
 
 /// The Deployment stopped being managed mid-rollout: release the hold, record why.
-fn opt_out(name: &str, new: &DynamicObject, state: RolloutState, now: Timestamp) -> Mutation {
+fn opt_out(name: &str, new: &Object, state: RolloutState, now: Timestamp) -> Mutation {
     let mut next = state;
     next.phase = Phase::Cancelled;
     next.phase_since = now;
@@ -236,7 +235,7 @@ fn opt_out(name: &str, new: &DynamicObject, state: RolloutState, now: Timestamp)
 
 /// Operations that make the object's state annotations equal `state`, valid against the object
 /// as sent (which may have no annotations at all).
-fn state_patch(obj: &DynamicObject, state: &RolloutState) -> Patch {
+fn state_patch(obj: &Object, state: &RolloutState) -> Patch {
     let existing: BTreeMap<String, String> = annotations(obj);
     let mut patch = Patch(Vec::new());
     if obj.metadata.annotations.is_none() {
@@ -424,14 +423,13 @@ mod tests {
                     a.insert(k.to_string(), v);
                 }
             }
-            obj.data["spec"]["paused"] = Value::Bool(paused);
+            obj.spec.get_or_insert_with(Default::default)["paused"] = Value::Bool(paused);
         }
         req
     }
 
     fn revs(req: &Request) -> (String, String) {
-        let t =
-            |o: Option<&DynamicObject>| template_revision(o.and_then(template).expect("template"));
+        let t = |o: Option<&Object>| template_revision(o.and_then(template).expect("template"));
         (t(req.old_object.as_ref()), t(req.object.as_ref()))
     }
 
@@ -448,7 +446,11 @@ mod tests {
             &state,
             true,
         );
-        req.object.as_mut().expect("o").data["spec"]["paused"] = Value::Bool(false);
+        req.object
+            .as_mut()
+            .expect("o")
+            .spec
+            .get_or_insert_with(Default::default)["paused"] = Value::Bool(false);
         let m = decide(&req, &WebhookConfig::default(), now());
         assert_eq!(m.reason(), "hold");
         assert_eq!(patched(&req, &m)["spec"]["paused"], true);
@@ -467,7 +469,11 @@ mod tests {
             &state,
             true,
         );
-        req.object.as_mut().expect("o").data["spec"]["paused"] = Value::Bool(false);
+        req.object
+            .as_mut()
+            .expect("o")
+            .spec
+            .get_or_insert_with(Default::default)["paused"] = Value::Bool(false);
         let m = decide(&req, &WebhookConfig::default(), now());
         assert_eq!(m.reason(), "hold");
         assert_eq!(patched(&req, &m)["spec"]["paused"], true);

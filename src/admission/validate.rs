@@ -3,10 +3,9 @@
 //! canary-gate itself.
 
 use kube::core::admission::Operation;
-use kube::core::DynamicObject;
 
 use super::policy::violations;
-use super::review::Request;
+use super::review::{Object, Request};
 use super::revision::template_revision;
 use super::{annotations, group_kind, labels, template, WebhookConfig};
 use crate::annotations as ann;
@@ -32,7 +31,7 @@ impl Validation {
 }
 
 /// Objects canary-gate created (label) or adopted (original routes kept on it).
-fn is_managed_object(obj: &DynamicObject) -> bool {
+fn is_managed_object(obj: &Object) -> bool {
     labels(obj)
         .get(ann::MANAGED_LABEL)
         .is_some_and(|v| v == "true")
@@ -289,8 +288,12 @@ mod tests {
     fn policies_apply_to_new_templates_only() {
         let cfg = WebhookConfig::default();
         let mut req = fixture("21-managed-update-image-kubectl-apply.validate");
-        let containers =
-            &mut req.object.as_mut().expect("o").data["spec"]["template"]["spec"]["containers"][0];
+        let containers = &mut req
+            .object
+            .as_mut()
+            .expect("o")
+            .spec
+            .get_or_insert_with(Default::default)["template"]["spec"]["containers"][0];
         containers["image"] = "ghcr.io/stefanprodan/podinfo:latest".into();
         containers
             .as_object_mut()
@@ -308,7 +311,8 @@ mod tests {
             .into_iter()
             .flatten()
         {
-            obj.data["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx".into();
+            obj.spec.get_or_insert_with(Default::default)["template"]["spec"]["containers"][0]
+                ["image"] = "nginx".into();
         }
         assert_eq!(decide(&req, &cfg), Validation::Allow { reason: "valid" });
     }

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use jiff::Timestamp;
-use kube::core::admission::AdmissionResponse;
 use tracing::Instrument;
 
 use super::health::Health;
@@ -187,7 +186,7 @@ fn decide(
         dry_run = request.dry_run,
     );
     let _entered = span.enter();
-    let base = AdmissionResponse::from(&request);
+    let base = review::allow(&request);
     let (response, outcome, reason) = match endpoint {
         Endpoint::Mutate => match mutate::decide(&request, &state.config, Timestamp::now()) {
             Mutation::Pass { reason } => (base, "allowed", reason),
