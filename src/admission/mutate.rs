@@ -433,54 +433,51 @@ mod tests {
         (t(req.old_object.as_ref()), t(req.object.as_ref()))
     }
 
-    #[test]
-    fn ssa_reset_of_paused_is_held_during_a_rollout() {
-        let base = fixture("23-managed-update-image-server-side-apply.mutate.7");
-        let (_, rev) = revs(&base);
+    /// A server-side apply (or GitOps re-sync) of the same template that drops `paused`.
+    fn paused_reset_in(phase: Phase) -> (Request, Mutation) {
+        let name = "23-managed-update-image-server-side-apply.mutate.7";
+        let (_, rev) = revs(&fixture(name));
         let state = RolloutState {
-            phase: Phase::Progressing,
+            phase,
             ..RolloutState::pending(rev, "stable0001".into(), now())
         };
-        let mut req = with_state(
-            "23-managed-update-image-server-side-apply.mutate.7",
-            &state,
-            true,
-        );
+        let mut req = with_state(name, &state, true);
         req.object
             .as_mut()
             .expect("o")
             .spec
             .get_or_insert_with(Default::default)["paused"] = Value::Bool(false);
         let m = decide(&req, &WebhookConfig::default(), now());
+        (req, m)
+    }
+
+    #[test]
+    fn ssa_reset_of_paused_is_held_during_a_rollout() {
+        let (req, m) = paused_reset_in(Phase::Progressing);
         assert_eq!(m.reason(), "hold");
         assert_eq!(patched(&req, &m)["spec"]["paused"], true);
     }
 
     #[test]
     fn gitops_resync_after_a_failed_rollout_keeps_the_rejected_version_paused() {
-        let base = fixture("23-managed-update-image-server-side-apply.mutate.7");
-        let (_, rev) = revs(&base);
-        let state = RolloutState {
-            phase: Phase::Failed,
-            ..RolloutState::pending(rev, "stable0001".into(), now())
-        };
-        let mut req = with_state(
-            "23-managed-update-image-server-side-apply.mutate.7",
-            &state,
-            true,
-        );
-        req.object
-            .as_mut()
-            .expect("o")
-            .spec
-            .get_or_insert_with(Default::default)["paused"] = Value::Bool(false);
-        let m = decide(&req, &WebhookConfig::default(), now());
+        let (req, m) = paused_reset_in(Phase::Failed);
         assert_eq!(m.reason(), "hold");
         assert_eq!(patched(&req, &m)["spec"]["paused"], true);
         let Mutation::Patch { warnings, .. } = &m else {
             panic!("{m:?}")
         };
         assert!(warnings[0].contains("failed its canary"), "{warnings:?}");
+    }
+
+    #[test]
+    fn after_a_success_a_reset_of_paused_passes() {
+        let (_, m) = paused_reset_in(Phase::Succeeded);
+        assert_eq!(
+            m,
+            Mutation::Pass {
+                reason: "template_unchanged"
+            }
+        );
     }
 
     #[test]
