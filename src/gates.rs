@@ -244,7 +244,7 @@ pub fn evaluate(settings: &Settings, prior: Counts, data: Result<WindowData, Str
             prior.stable[1] + data.stable.errors.unwrap_or(0.0).max(0.0),
         ],
     };
-    let summary = summarize(settings, &counts, &data);
+    let summary = summarize(&counts, &data);
     if window_requests < 0.5 {
         return Analysis {
             verdict: Verdict::NoData {
@@ -357,7 +357,7 @@ fn combine(verdicts: Vec<Verdict>) -> Verdict {
         .unwrap_or(Verdict::Pass)
 }
 
-fn summarize(settings: &Settings, counts: &Counts, data: &WindowData) -> String {
+fn summarize(counts: &Counts, data: &WindowData) -> String {
     let rate = |c: [f64; 2]| {
         if c[0] > 0.0 {
             format!("{:.2}%", 100.0 * (1.0 - c[1] / c[0]))
@@ -388,7 +388,6 @@ fn summarize(settings: &Settings, counts: &Counts, data: &WindowData) -> String 
             Err(_) => format!("{}=n/a", gate.name),
         });
     }
-    let _ = settings;
     parts.join(" ")
 }
 

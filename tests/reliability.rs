@@ -1022,9 +1022,6 @@ impl Cluster for Replica {
     async fn deployments(&self) -> Result<Vec<Deployment>, KubeError> {
         self.inner.deployments().await
     }
-    async fn get_deployment(&self, ns: &str, name: &str) -> Result<Option<Deployment>, KubeError> {
-        self.inner.get_deployment(ns, name).await
-    }
     async fn apply_deployment(&self, d: &Deployment) -> Result<(), KubeError> {
         self.wrote();
         self.inner.apply_deployment(d).await

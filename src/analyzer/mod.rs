@@ -55,6 +55,11 @@ type RolloutKey = (String, String);
 /// (phase, weight, canary revision) the world was reconciled to.
 type Reconciled = (Phase, u32, String);
 
+/// What the cluster must run for this state: the memo of a reconciliation.
+fn reconciled_for(state: &RolloutState) -> Reconciled {
+    (state.phase, state.weight, state.canary_revision.clone())
+}
+
 /// One rollout being worked on in a tick.
 struct Item {
     deployment: Deployment,
@@ -188,11 +193,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             let it = &items[i];
             match result {
                 Ok(wrote) => {
-                    let memo = (
-                        it.state.phase,
-                        it.state.weight,
-                        it.state.canary_revision.clone(),
-                    );
+                    let memo = reconciled_for(&it.state);
                     self.reconciled
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -465,11 +466,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
     /// Is the cluster known to match this rollout's state (reconciled by this process)?
     fn in_sync(&self, item: &Item) -> bool {
         let key = (item.namespace.clone(), item.name.clone());
-        let memo = (
-            item.state.phase,
-            item.state.weight,
-            item.state.canary_revision.clone(),
-        );
+        let memo = reconciled_for(&item.state);
         let twin_lost = item.state.phase != Phase::Pending
             && !item.state.phase.is_terminal()
             && !item.twin_present;
@@ -636,7 +633,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             .set(i64::from(next.failed_checks));
 
         // Reconcile the world to the (persisted) new state when it is not known to match.
-        let memo = (next.phase, next.weight, next.canary_revision.clone());
+        let memo = reconciled_for(&next);
         let known = self
             .reconciled
             .lock()

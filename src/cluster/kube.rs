@@ -117,11 +117,6 @@ impl Cluster for KubeCluster {
             .collect())
     }
 
-    async fn get_deployment(&self, ns: &str, name: &str) -> Result<Option<Deployment>, KubeError> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-        self.call("get deployment", api.get_opt(name)).await
-    }
-
     async fn apply_deployment(&self, d: &Deployment) -> Result<(), KubeError> {
         let ns = d.metadata.namespace.clone().unwrap_or_default();
         let name = d.metadata.name.clone().unwrap_or_default();

@@ -199,10 +199,6 @@ impl Cluster for MemoryCluster {
         Ok(self.lock().deployments.values().cloned().collect())
     }
 
-    async fn get_deployment(&self, ns: &str, name: &str) -> Result<Option<Deployment>, KubeError> {
-        Ok(self.deployment(ns, name))
-    }
-
     async fn apply_deployment(&self, d: &Deployment) -> Result<(), KubeError> {
         let k = meta_key(&d.metadata);
         let mut inner = self.write("apply deployment", &format!("{}/{}", k.0, k.1))?;

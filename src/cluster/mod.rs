@@ -31,11 +31,6 @@ pub enum KubeError {
 pub trait Cluster: Send + Sync + 'static {
     /// Every Deployment (the real implementation reads a watch-fed cache).
     fn deployments(&self) -> impl Future<Output = Result<Vec<Deployment>, KubeError>> + Send;
-    fn get_deployment(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<Deployment>, KubeError>> + Send;
     /// Server-side apply with canary-gate's field manager.
     fn apply_deployment(
         &self,
