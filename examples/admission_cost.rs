@@ -1,41 +1,57 @@
-//! Cost of one admission decision without network or TLS: decode, decide, encode.
+//! Cost of one admission decision without network or TLS: decode, decide, encode, for the
+//! three request kinds of `scripts/bench-webhook.sh`, on compact JSON as the apiserver sends it.
 //! `cargo run --release --example admission_cost` (used to find where webhook time goes).
-use std::time::Instant;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use canary_gate::admission::{mutate, review, validate, WebhookConfig};
 
+const N: u32 = 50_000;
+
+fn per_call(mut f: impl FnMut()) -> Duration {
+    let t = Instant::now();
+    for _ in 0..N {
+        f();
+    }
+    t.elapsed() / N
+}
+
 fn main() {
     let cfg = WebhookConfig::default();
-    for name in [
-        "21-managed-update-image-kubectl-apply.mutate",
-        "23-managed-update-image-server-side-apply.mutate.2",
+    for (kind, name) in [
+        ("patch", "21-managed-update-image-kubectl-apply.mutate"),
+        ("pass-through", "23-managed-update-image-server-side-apply.mutate.2"),
+        ("validate", "21-managed-update-image-kubectl-apply.validate"),
     ] {
         let path = format!(
             "{}/tests/fixtures/admission/{name}.json",
             env!("CARGO_MANIFEST_DIR")
         );
-        let body = std::fs::read(&path).expect("fixture");
-        let n = 20_000;
-        let t = Instant::now();
-        for _ in 0..n {
-            let _ = review::decode(&body).expect("decodes");
-        }
-        let decode = t.elapsed() / n;
+        let pretty: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
+        let body = serde_json::to_vec(&pretty).expect("compact");
+        let scan = per_call(|| {
+            black_box(serde_json::from_slice::<serde::de::IgnoredAny>(&body).expect("json"));
+        });
+        let decode = per_call(|| {
+            black_box(review::decode(&body).expect("decodes"));
+        });
         let req = review::decode(&body).expect("decodes");
-        let t = Instant::now();
-        for _ in 0..n {
-            let _ = mutate::decide(&req, &cfg, jiff::Timestamp::now());
-            let _ = validate::decide(&req, &cfg);
-        }
-        let decide = t.elapsed() / n;
-        let t = Instant::now();
-        for _ in 0..n {
-            let r = review::allow(&req);
-            let _ = review::encode(r);
-        }
-        let encode = t.elapsed() / n;
+        let now = jiff::Timestamp::now();
+        let decide = if kind == "validate" {
+            per_call(|| {
+                black_box(validate::decide(&req, &cfg));
+            })
+        } else {
+            per_call(|| {
+                black_box(mutate::decide(&req, &cfg, now));
+            })
+        };
+        let encode = per_call(|| {
+            black_box(review::encode(review::allow(&req)));
+        });
         println!(
-            "{name}: {} bytes; decode {decode:?}, mutate+validate {decide:?}, encode {encode:?}",
+            "{kind:>12} ({name}, {} bytes): scan only {scan:?} | decode {decode:?}, decide {decide:?}, encode {encode:?}",
             body.len()
         );
     }

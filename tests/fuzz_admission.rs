@@ -9,6 +9,9 @@
 //! Runs are deterministic: each property has a fixed seed and no failure-persistence file.
 //! The real HTTP path (body limits, 400 on non-JSON) is covered by `tests/webhook.rs`.
 
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -169,10 +172,7 @@ fn check_body(body: &[u8], stats: &Stats) -> Result<(), TestCaseError> {
         request.types.api_version
     );
     // The object exactly as the apiserver sent it: a patch must apply to that.
-    let raw: Option<Value> = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.pointer("/request/object").cloned())
-        .filter(|o| !o.is_null());
+    let raw = object_as_sent(body);
     let roundtrip = review::object_json(request.object.as_ref());
 
     // /mutate
@@ -250,6 +250,38 @@ fn check_body(body: &[u8], stats: &Stats) -> Result<(), TestCaseError> {
         started.elapsed()
     );
     Ok(())
+}
+
+/// `request.object` as sent, for applying patches to. The decoder skips what it does not
+/// read without building it, so an object nested deeper than `serde_json::Value` allows is
+/// still decided; then the too-deep parts stand in as `null` (a patch must not touch them).
+fn object_as_sent(body: &[u8]) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct Review {
+        request: Request,
+    }
+    #[derive(serde::Deserialize)]
+    struct Request {
+        object: Option<Box<RawValue>>,
+    }
+    fn pruned(raw: &RawValue, depth: usize) -> Value {
+        if let Ok(v) = serde_json::from_str::<Value>(raw.get()) {
+            return v;
+        }
+        if depth == 0 {
+            return Value::Null;
+        }
+        if let Ok(map) = serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(raw.get()) {
+            let map = map.into_iter().map(|(k, v)| (k, pruned(&v, depth - 1)));
+            return Value::Object(map.collect());
+        }
+        match serde_json::from_str::<Vec<Box<RawValue>>>(raw.get()) {
+            Ok(items) => Value::Array(items.iter().map(|v| pruned(v, depth - 1)).collect()),
+            Err(_) => Value::Null,
+        }
+    }
+    let object = serde_json::from_slice::<Review>(body).ok()?.request.object?;
+    Some(pruned(&object, 8)).filter(|o| !o.is_null())
 }
 
 /// A well-formed AdmissionReview answer; a patch in it applies to `object`.

@@ -1201,7 +1201,8 @@ fn apply_new_version(h: &Harness, image: &str) -> String {
         .expect("pod spec")
         .containers;
     containers[0].image = Some(image.to_string());
-    let template = serde_json::to_value(&d.spec.as_ref().expect("spec").template).expect("json");
+    let template =
+        serde_json::value::to_raw_value(&d.spec.as_ref().expect("spec").template).expect("json");
     let rev = canary_gate::admission::revision::template_revision(&template);
     let old = h.state();
     let next = RolloutState::pending(rev.clone(), old.stable_revision.clone(), Timestamp::now());

@@ -396,8 +396,13 @@ fn check_rollout_patch(request: &Value, answer: &Value) -> Result<Value, String>
             "canary revision {canary:?} / stable revision {stable:?}"
         ));
     }
-    let new_rev = template_revision(&request["object"]["spec"]["template"]);
-    let old_rev = template_revision(&request["oldObject"]["spec"]["template"]);
+    let rev = |v: &Value| {
+        serde_json::value::to_raw_value(v)
+            .map(|raw| template_revision(&raw))
+            .unwrap_or_default()
+    };
+    let new_rev = rev(&request["object"]["spec"]["template"]);
+    let old_rev = rev(&request["oldObject"]["spec"]["template"]);
     if (canary.as_str(), stable.as_str()) != (new_rev.as_str(), old_rev.as_str()) {
         return Err(format!(
             "revisions canary {canary} / stable {stable}, expected the new template {new_rev} / the old {old_rev}"

@@ -2,6 +2,7 @@
 //! The HTTP layer (`crate::server`) only decodes, calls these and encodes.
 
 pub mod mutate;
+pub mod pod;
 pub mod policy;
 pub mod review;
 pub mod revision;
@@ -9,7 +10,7 @@ pub mod validate;
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::settings::Defaults;
 use policy::Policies;
@@ -47,24 +48,36 @@ pub(crate) fn fixture(name: &str) -> review::Request {
     review::decode(&body).unwrap_or_else(|e| panic!("{path} does not decode: {e}"))
 }
 
-pub(crate) fn annotations(obj: &review::Object) -> BTreeMap<String, String> {
-    obj.metadata.annotations.clone().unwrap_or_default()
+/// Rewrites an object's pod template in a test, as a client would have sent it.
+#[cfg(test)]
+pub(crate) fn edit_template(obj: &mut review::Object, edit: impl FnOnce(&mut serde_json::Value)) {
+    let spec = obj.spec.get_or_insert_with(Default::default);
+    let mut t: serde_json::Value = spec
+        .template
+        .as_ref()
+        .map(|raw| serde_json::from_str(raw.get()).expect("template"))
+        .unwrap_or_default();
+    edit(&mut t);
+    spec.template = Some(serde_json::value::to_raw_value(&t).expect("raw"));
 }
 
-pub(crate) fn labels(obj: &review::Object) -> BTreeMap<String, String> {
-    obj.metadata.labels.clone().unwrap_or_default()
+static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+
+/// The object's `canary-gate.io/` annotations (the only ones decoded).
+pub(crate) fn annotations(obj: &review::Object) -> &BTreeMap<String, String> {
+    obj.metadata.annotations.as_ref().unwrap_or(&EMPTY)
 }
 
-pub(crate) fn template(obj: &review::Object) -> Option<&Value> {
-    obj.spec.as_ref()?.get("template")
+pub(crate) fn labels(obj: &review::Object) -> &BTreeMap<String, String> {
+    obj.metadata.labels.as_ref().unwrap_or(&EMPTY)
+}
+
+pub(crate) fn template(obj: &review::Object) -> Option<&RawValue> {
+    obj.spec.as_ref()?.template.as_deref()
 }
 
 pub(crate) fn is_paused(obj: &review::Object) -> bool {
-    obj.spec
-        .as_ref()
-        .and_then(|s| s.get("paused"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
+    obj.spec.as_ref().and_then(|s| s.paused).unwrap_or(false)
 }
 
 /// The group and kind of the object under review, e.g. `("apps", "Deployment")`.

@@ -2,7 +2,6 @@
 //! template changes. The user's spec keeps the new template (no drift for kubectl, SSA or
 //! GitOps); only `spec.paused` and `canary-gate.io/` state annotations are patched.
 
-use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use json_patch::jsonptr::PointerBuf;
@@ -10,6 +9,7 @@ use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
 use kube::core::admission::Operation;
 use serde_json::Value;
 
+use super::pod::PodTemplate;
 use super::review::{Object, Request};
 use super::revision::{describe_change, template_revision};
 use super::{annotations, group_kind, is_paused, template, WebhookConfig};
@@ -68,14 +68,14 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
     let new_annotations = annotations(new);
     // State is read from the stored object: a user's apply may drop annotations it does not
     // own, but what the cluster holds is the truth.
-    let state = RolloutState::from_annotations(&annotations(old)).ok();
+    let state = RolloutState::from_annotations(annotations(old)).ok();
     let (Some(old_template), Some(new_template)) = (template(old), template(new)) else {
         return Mutation::Deny {
             reason: "malformed",
             message: format!("deployment {name} has no spec.template: cannot decide"),
         };
     };
-    if !is_managed(&new_annotations, cfg.manage_by_default) {
+    if !is_managed(new_annotations, cfg.manage_by_default) {
         return match state {
             Some(s) if s.phase.holds_stable() || s.phase == Phase::Promoting => {
                 opt_out(name, new, s, now)
@@ -90,7 +90,7 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
             reason: "controller",
         };
     }
-    let settings = match Settings::from_annotations(&cfg.defaults, &new_annotations) {
+    let settings = match Settings::from_annotations(&cfg.defaults, new_annotations) {
         Ok(s) => s,
         Err(errors) => {
             return Mutation::Deny {
@@ -99,10 +99,12 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
             }
         }
     };
-    let old_rev = template_revision(old_template);
-    let new_rev = template_revision(new_template);
-
-    if old_rev == new_rev {
+    // Byte-identical templates are the same version (the apiserver serialises both sides the
+    // same way): most updates — scaling, annotating, GitOps re-syncs — stop here unhashed.
+    let revisions = (old_template.get() != new_template.get())
+        .then(|| (template_revision(old_template), template_revision(new_template)))
+        .filter(|(old_rev, new_rev)| old_rev != new_rev);
+    let Some((old_rev, new_rev)) = revisions else {
         // No new version. But a server-side apply that does not mention `spec.paused` resets
         // it (the webhook's write is owned by the applier's field manager), which would ship
         // the held canary template — or, after a rollback, the rejected one — to 100 %: keep
@@ -110,13 +112,16 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
         return match &state {
             Some(s)
                 if (s.phase.holds_stable() || s.phase == Phase::Failed)
-                    && s.canary_revision == new_rev
-                    && !is_paused(new) =>
+                    && !is_paused(new)
+                    && s.canary_revision == template_revision(new_template) =>
             {
                 let mut patch = Patch(Vec::new());
                 add(&mut patch, &["spec", "paused"], Value::Bool(true));
                 let why = if s.phase == Phase::Failed {
-                    format!("revision {new_rev} failed its canary; apply a fixed version or the stable template")
+                    format!(
+                        "revision {} failed its canary; apply a fixed version or the stable template",
+                        s.canary_revision
+                    )
                 } else {
                     format!(
                         "its rollout is {}; use canary-gate.io/action=promote or abort",
@@ -133,7 +138,7 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
                 reason: "template_unchanged",
             },
         };
-    }
+    };
 
     if let Some(s) = &state {
         let active = s.phase.holds_stable() || s.phase == Phase::Promoting;
@@ -189,7 +194,9 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
             s.canary_revision, s.phase
         ));
     }
-    let change = describe_change(old_template, new_template, &stable_rev, &new_rev);
+    // Only words for people: a template that does not parse is described by its revisions.
+    let pod = |t| PodTemplate::parse(t).unwrap_or_default();
+    let change = describe_change(&pod(old_template), &pod(new_template), &stable_rev, &new_rev);
     warnings.push(format!("{name}: canary {change}, {}", settings.plan()));
     if req.dry_run {
         warnings.push(format!("{name}: dry run: nothing was changed"));
@@ -236,7 +243,7 @@ fn opt_out(name: &str, new: &Object, state: RolloutState, now: Timestamp) -> Mut
 /// Operations that make the object's state annotations equal `state`, valid against the object
 /// as sent (which may have no annotations at all).
 fn state_patch(obj: &Object, state: &RolloutState) -> Patch {
-    let existing: BTreeMap<String, String> = annotations(obj);
+    let existing = annotations(obj);
     let mut patch = Patch(Vec::new());
     if obj.metadata.annotations.is_none() {
         add(
@@ -423,7 +430,7 @@ mod tests {
                     a.insert(k.to_string(), v);
                 }
             }
-            obj.spec.get_or_insert_with(Default::default)["paused"] = Value::Bool(paused);
+            obj.spec.get_or_insert_with(Default::default).paused = Some(paused);
         }
         req
     }
@@ -446,7 +453,8 @@ mod tests {
             .as_mut()
             .expect("o")
             .spec
-            .get_or_insert_with(Default::default)["paused"] = Value::Bool(false);
+            .get_or_insert_with(Default::default)
+            .paused = Some(false);
         let m = decide(&req, &WebhookConfig::default(), now());
         (req, m)
     }

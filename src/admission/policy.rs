@@ -1,7 +1,7 @@
 //! Rollout policies the platform team switches on in chart values. Checked on managed
 //! Deployments when they are created or their pod template changes.
 
-use serde_json::Value;
+use super::pod::PodTemplate;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policies {
@@ -24,33 +24,25 @@ impl Default for Policies {
 }
 
 /// Every violation in the template, each naming the container, the field and the fix.
-pub fn violations(policies: &Policies, template: &Value) -> Vec<String> {
+pub fn violations(policies: &Policies, template: &PodTemplate) -> Vec<String> {
     let mut out = Vec::new();
-    let containers = template
-        .pointer("/spec/containers")
-        .and_then(Value::as_array);
-    for (i, c) in containers.into_iter().flatten().enumerate() {
-        let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
+    for (i, c) in template.spec.containers.iter().enumerate() {
+        let name = if c.name.is_empty() { "?" } else { &c.name };
         let path = format!("spec.template.spec.containers[{i}] ({name})");
-        if policies.require_readiness_probe && c.get("readinessProbe").is_none_or(Value::is_null) {
+        if policies.require_readiness_probe && c.readiness_probe.is_none() {
             out.push(format!(
                 "{path}: readinessProbe is required so the canary only gets traffic when ready; add spec.template.spec.containers[{i}].readinessProbe"
             ));
         }
-        if policies.forbid_latest_tag {
-            let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
-            if uses_latest(image) {
-                out.push(format!(
-                    "{path}: image {image:?} has no fixed version (`:latest` or no tag), so stable and canary could run the same moving target; pin a tag or digest"
-                ));
-            }
+        if policies.forbid_latest_tag && uses_latest(&c.image) {
+            out.push(format!(
+                "{path}: image {:?} has no fixed version (`:latest` or no tag), so stable and canary could run the same moving target; pin a tag or digest",
+                c.image
+            ));
         }
         if policies.require_resource_requests {
             for resource in ["cpu", "memory"] {
-                let set = c
-                    .pointer(&format!("/resources/requests/{resource}"))
-                    .is_some_and(|v| !v.is_null());
-                if !set {
+                if !c.requests(resource) {
                     out.push(format!(
                         "{path}: resources.requests.{resource} is required; set spec.template.spec.containers[{i}].resources.requests.{resource}"
                     ));
@@ -77,6 +69,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn pod(v: serde_json::Value) -> PodTemplate {
+        serde_json::from_value(v).expect("pod template")
+    }
+
     fn all() -> Policies {
         Policies {
             require_readiness_probe: true,
@@ -88,13 +84,13 @@ mod tests {
 
     #[test]
     fn a_compliant_template_has_no_violations() {
-        let t = json!({"spec": {"containers": [{"name": "app", "image": "r:5000/app:1.2", "readinessProbe": {"httpGet": {"port": 80}}, "resources": {"requests": {"cpu": "10m", "memory": "10Mi"}}}]}});
+        let t = pod(json!({"spec": {"containers": [{"name": "app", "image": "r:5000/app:1.2", "readinessProbe": {"httpGet": {"port": 80}}, "resources": {"requests": {"cpu": "10m", "memory": "10Mi"}}}]}}));
         assert!(violations(&all(), &t).is_empty());
     }
 
     #[test]
     fn each_policy_names_container_and_field() {
-        let t = json!({"spec": {"containers": [{"name": "app", "image": "nginx"}, {"name": "side", "image": "x:latest", "readinessProbe": {}}]}});
+        let t = pod(json!({"spec": {"containers": [{"name": "app", "image": "nginx"}, {"name": "side", "image": "x:latest", "readinessProbe": {}}]}}));
         let v = violations(&all(), &t);
         assert_eq!(v.len(), 1 + 1 + 2 + 1 + 2, "{v:#?}");
         assert!(
@@ -108,7 +104,7 @@ mod tests {
 
     #[test]
     fn switched_off_policies_do_not_apply() {
-        let t = json!({"spec": {"containers": [{"name": "app", "image": "nginx"}]}});
+        let t = pod(json!({"spec": {"containers": [{"name": "app", "image": "nginx"}]}}));
         let none = Policies {
             require_readiness_probe: false,
             forbid_latest_tag: false,

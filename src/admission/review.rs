@@ -1,21 +1,29 @@
 //! Decoding AdmissionReview bodies by hand and encoding answers, so that every request —
 //! including a malformed one — gets a well-formed AdmissionReview back, never a panic.
 //!
-//! The request type is lean on purpose: it reads only what the decisions use (metadata
-//! labels and annotations, `spec`) and skips the rest of each object — `managedFields`,
-//! `status` — without building it. Decoding into kube's `AdmissionReview<DynamicObject>`
-//! cost 65–89 µs per captured review, most of the webhook's CPU (`examples/admission_cost.rs`).
+//! The request type is lean on purpose: it keeps only what the decisions read and skips the
+//! rest of each object without building it. A review is 10–20 KB, mostly `managedFields`,
+//! `status` and kubectl's last-applied annotation; building all of it (kube's
+//! `AdmissionReview<DynamicObject>`) cost 65–89 µs, building `spec` as a `serde_json::Value`
+//! still 10 µs, while only scanning the body costs 7 µs (`examples/admission_cost.rs`). So:
+//! annotations keep only `canary-gate.io/` keys, and of `spec` only `paused` and the pod
+//! template's raw JSON are kept, parsed later only by the decisions that need them.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::{AdmissionResponse, Operation};
 use kube::core::{GroupVersionKind, TypeMeta};
-use serde::{Deserialize, Serialize};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::annotations::PREFIX;
+
 /// The metadata the decisions read.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Meta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -23,17 +31,76 @@ pub struct Meta {
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Only the `canary-gate.io/` annotations; `Some` (possibly empty) when the object has an
+    /// annotations map at all, which decides how a patch adds to it.
+    #[serde(
+        default,
+        deserialize_with = "own_annotations",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
-/// An object under review: its metadata and `spec` (everything else is skipped).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The part of `spec` the decisions read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Spec {
+    /// Anything but a boolean reads as absent, like the apiserver's default.
+    #[serde(
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub paused: Option<bool>,
+    /// The pod template exactly as sent: hashed and inspected only where a decision needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Box<RawValue>>,
+}
+
+/// An object under review: its metadata and the parts of `spec` above.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Object {
     #[serde(default)]
     pub metadata: Meta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spec: Option<Value>,
+    pub spec: Option<Spec>,
+}
+
+fn own_annotations<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct Own;
+    impl<'de> Visitor<'de> for Own {
+        type Value = Option<BTreeMap<String, String>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of annotations")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut own = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if key.starts_with(PREFIX) {
+                    let value = map.next_value::<String>()?;
+                    own.insert(key, value);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(Some(own))
+        }
+    }
+    d.deserialize_option(Own)
+}
+
+fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(Value::deserialize(d)?.as_bool())
 }
 
 /// One admission request, as the decisions need it.

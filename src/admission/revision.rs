@@ -1,13 +1,25 @@
 //! Pod template identity: a short, stable hash of the template so a rollout can tell "the
 //! template changed" from "someone touched metadata", and name the version users see.
 
-use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::Number;
+
+use super::pod::PodTemplate;
 
 /// First 10 hex digits of SHA-256 over the template's canonical JSON (keys sorted, null
-/// fields left out), so the same template hashes alike however a client serialised it.
-pub fn template_revision(template: &Value) -> String {
-    let mut canonical = Vec::with_capacity(1024);
-    write_canonical(template, &mut canonical);
+/// fields left out, strings and numbers re-encoded), so the same template hashes alike however
+/// a client serialised it. Only the webhook computes revisions; the analyzer compares them.
+/// JSON that does not parse (the apiserver never sends it) hashes its raw text.
+pub fn template_revision(template: &RawValue) -> String {
+    let mut canonical = Vec::with_capacity(template.get().len());
+    match serde_json::from_str::<Node>(template.get()) {
+        Ok(node) => node.write_canonical(&mut canonical),
+        Err(_) => canonical.extend_from_slice(template.get().as_bytes()),
+    }
     let digest = ring::digest::digest(&ring::digest::SHA256, &canonical);
     digest.as_ref()[..5]
         .iter()
@@ -15,76 +27,150 @@ pub fn template_revision(template: &Value) -> String {
         .collect()
 }
 
-fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map
-                .iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, _)| k)
-                .collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+/// A parsed JSON value that borrows its strings from the input where it can: a few small
+/// allocations instead of `serde_json::Value`'s map nodes and owned strings.
+#[derive(Debug)]
+enum Node<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Cow<'a, str>),
+    Array(Vec<Node<'a>>),
+    Object(Vec<(Cow<'a, str>, Node<'a>)>),
+}
+
+impl Node<'_> {
+    fn write_canonical(&self, out: &mut Vec<u8>) {
+        match self {
+            Node::Null => out.extend_from_slice(b"null"),
+            Node::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Node::Number(n) => write_json(n, out),
+            Node::String(s) => write_json(s, out),
+            Node::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write_canonical(out);
                 }
-                write_scalar(&Value::String(k.clone()), out);
-                out.push(b':');
-                write_canonical(&map[k], out);
+                out.push(b']');
             }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+            Node::Object(entries) => {
+                let mut sorted: Vec<&(Cow<str>, Node)> = entries.iter().collect();
+                // Stable, so that of duplicate keys the last one wins, as in serde_json.
+                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                out.push(b'{');
+                let mut first = true;
+                for (i, (key, value)) in sorted.iter().map(|e| (&e.0, &e.1)).enumerate() {
+                    let shadowed = sorted.get(i + 1).is_some_and(|next| next.0 == *key);
+                    if shadowed || matches!(value, Node::Null) {
+                        continue;
+                    }
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    write_json(key, out);
+                    out.push(b':');
+                    value.write_canonical(out);
                 }
-                write_canonical(item, out);
+                out.push(b'}');
             }
-            out.push(b']');
         }
-        scalar => write_scalar(scalar, out),
     }
 }
 
-fn write_scalar(v: &Value, out: &mut Vec<u8>) {
-    // Serialising a scalar cannot fail; an empty write would only weaken the hash.
+fn write_json<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    // Serialising a string or number cannot fail; an empty write would only weaken the hash.
     let _ = serde_json::to_writer(&mut *out, v);
+}
+
+/// A string that borrows from the input unless it had escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Node<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Node<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Node::Null)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Node::Bool(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Node::Number(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Node::Number(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                // JSON numbers are finite; `null` is what serde_json would make of anything else.
+                Ok(Number::from_f64(v).map_or(Node::Null, Node::Number))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Node::String(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Node::String(Cow::Owned(v.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Node::Array(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(Text(key)) = map.next_key()? {
+                    entries.push((key, map.next_value()?));
+                }
+                Ok(Node::Object(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// What a person calls the change: `6.0.0 → 6.0.1` from the first container whose image
 /// changed, else the revisions.
-pub fn describe_change(
-    old_template: &Value,
-    new_template: &Value,
-    old_rev: &str,
-    new_rev: &str,
-) -> String {
-    let images = |t: &Value| -> Vec<(String, String)> {
-        t.pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .map(|cs| {
-                cs.iter()
-                    .map(|c| {
-                        let field = |f: &str| {
-                            c.get(f)
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_string()
-                        };
-                        (field("name"), field("image"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let old = images(old_template);
-    for (name, image) in images(new_template) {
-        if let Some((_, before)) = old.iter().find(|(n, _)| *n == name) {
-            if *before != image {
-                return format!("{} → {}", image_version(before), image_version(&image));
+pub fn describe_change(old: &PodTemplate, new: &PodTemplate, old_rev: &str, new_rev: &str) -> String {
+    for c in &new.spec.containers {
+        if let Some(before) = old.spec.containers.iter().find(|o| o.name == c.name) {
+            if before.image != c.image {
+                return format!(
+                    "{} → {}",
+                    image_version(&before.image),
+                    image_version(&c.image)
+                );
             }
         }
     }
@@ -106,14 +192,43 @@ pub fn image_version(image: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn raw(v: &Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(v).expect("raw")
+    }
+
+    fn rev(v: &Value) -> String {
+        template_revision(&raw(v))
+    }
+
+    fn pod(v: &Value) -> PodTemplate {
+        PodTemplate::parse(&raw(v)).expect("pod template")
+    }
 
     #[test]
     fn key_order_does_not_change_the_revision() {
         let a = json!({"metadata": {"labels": {"app": "x", "tier": "web"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}});
         let b = json!({"spec": {"containers": [{"image": "i:1", "name": "c"}]}, "metadata": {"labels": {"tier": "web", "app": "x"}}});
-        assert_eq!(template_revision(&a), template_revision(&b));
-        assert_eq!(template_revision(&a).len(), 10);
+        assert_eq!(rev(&a), rev(&b));
+        assert_eq!(rev(&a).len(), 10);
+    }
+
+    #[test]
+    fn nulls_escapes_and_whitespace_do_not_change_the_revision() {
+        let plain = RawValue::from_string(
+            r#"{"metadata":{"labels":{"app":"a<b"}},"spec":{"containers":[{"name":"c","image":"i:1"}]}}"#.into(),
+        )
+        .expect("raw");
+        // How Go's encoder writes the same template: `<` escaped, a null field, spaces.
+        let go = RawValue::from_string(
+            r#"{ "metadata": {"creationTimestamp": null, "labels": {"app": "a\u003cb"}},
+                 "spec": {"containers": [{"image": "i:1", "name": "c"}]} }"#
+                .into(),
+        )
+        .expect("raw");
+        assert_eq!(template_revision(&plain), template_revision(&go));
     }
 
     #[test]
@@ -121,19 +236,100 @@ mod tests {
         let a = json!({"spec": {"containers": [{"name": "c", "image": "i:1"}]}});
         let b = json!({"spec": {"containers": [{"name": "c", "image": "i:2"}]}});
         let c = json!({"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "now"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}});
-        let revs = [
-            template_revision(&a),
-            template_revision(&b),
-            template_revision(&c),
-        ];
+        let revs = [rev(&a), rev(&b), rev(&c)];
         assert_ne!(revs[0], revs[1]);
         assert_ne!(revs[0], revs[2]);
     }
 
+    /// The canonical form as first defined, over `serde_json::Value`: revisions recorded on
+    /// clusters by earlier versions must keep matching.
+    fn reference_canonical(v: &Value, out: &mut Vec<u8>) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map
+                    .iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, _)| k)
+                    .collect();
+                keys.sort();
+                out.push(b'{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, k).expect("key");
+                    out.push(b':');
+                    reference_canonical(&map[k], out);
+                }
+                out.push(b'}');
+            }
+            Value::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    reference_canonical(item, out);
+                }
+                out.push(b']');
+            }
+            scalar => serde_json::to_writer(&mut *out, scalar).expect("scalar"),
+        }
+    }
+
+    fn canonical(text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        serde_json::from_str::<Node>(text)
+            .expect("parses")
+            .write_canonical(&mut out);
+        out
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-z<>&\\\"\u{e9}\u{1F600}\n ]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[a-c~/.]{0,3}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_form_matches_the_value_based_definition(v in json_value()) {
+            for text in [v.to_string(), serde_json::to_string_pretty(&v).expect("pretty")] {
+                // What the Value-based webhook made of the same bytes.
+                let parsed: Value = serde_json::from_str(&text).expect("json");
+                let mut expected = Vec::new();
+                reference_canonical(&parsed, &mut expected);
+                prop_assert_eq!(canonical(&text), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_keep_the_last_value_like_serde_json() {
+        let text = r#"{"a":1,"b":{"x":null},"a":2,"c":3,"c":null}"#;
+        let v: Value = serde_json::from_str(text).expect("json");
+        let mut expected = Vec::new();
+        reference_canonical(&v, &mut expected);
+        assert_eq!(canonical(text), expected);
+        assert_eq!(canonical(text), br#"{"a":2,"b":{}}"#);
+    }
+
     #[test]
     fn describes_image_changes_by_tag() {
-        let a = json!({"spec": {"containers": [{"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.0"}]}});
-        let b = json!({"spec": {"containers": [{"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}});
+        let a = pod(&json!({"spec": {"containers": [{"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.0"}]}}));
+        let b = pod(&json!({"spec": {"containers": [{"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}}));
         assert_eq!(describe_change(&a, &b, "r1", "r2"), "6.0.0 → 6.0.1");
         assert_eq!(describe_change(&a, &a, "r1", "r2"), "revision r1 → r2");
     }

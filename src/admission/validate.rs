@@ -4,6 +4,7 @@
 
 use kube::core::admission::Operation;
 
+use super::pod::PodTemplate;
 use super::policy::violations;
 use super::review::{Object, Request};
 use super::revision::template_revision;
@@ -104,12 +105,12 @@ pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
         };
     }
     let new_annotations = annotations(new);
-    if !is_managed(&new_annotations, cfg.manage_by_default) {
+    if !is_managed(new_annotations, cfg.manage_by_default) {
         return Validation::Allow {
             reason: "not_managed",
         };
     }
-    match Settings::from_annotations(&cfg.defaults, &new_annotations) {
+    match Settings::from_annotations(&cfg.defaults, new_annotations) {
         Err(errors) => {
             return Validation::Deny {
                 reason: "invalid_settings",
@@ -132,17 +133,32 @@ pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
     // annotating an older, non-compliant Deployment stays possible.
     let new_template = template(new);
     let template_changed = match (
-        req.operation.clone(),
+        &req.operation,
         req.old_object.as_ref().and_then(template),
         new_template,
     ) {
         (Operation::Create, _, _) => true,
-        (_, Some(old_t), Some(new_t)) => template_revision(old_t) != template_revision(new_t),
+        // Byte-identical templates are the same version; only different bytes need hashing.
+        (_, Some(old_t), Some(new_t)) => {
+            old_t.get() != new_t.get() && template_revision(old_t) != template_revision(new_t)
+        }
         _ => true,
     };
     if template_changed {
         if let Some(t) = new_template {
-            let problems = violations(&cfg.policies, t);
+            let pod = match PodTemplate::parse(t) {
+                Ok(pod) => pod,
+                Err(error) => {
+                    return Validation::Deny {
+                        reason: "malformed",
+                        message: format!(
+                            "deployment {}: spec.template is not a pod template ({error}): cannot check it",
+                            req.name
+                        ),
+                    }
+                }
+            };
+            let problems = violations(&cfg.policies, &pod);
             if !problems.is_empty() {
                 return Validation::Deny {
                     reason: "policy",
@@ -161,7 +177,7 @@ pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::fixture;
+    use crate::admission::{edit_template, fixture};
 
     #[test]
     fn fixtures_without_canary_gate_objects_are_allowed() {
@@ -288,17 +304,14 @@ mod tests {
     fn policies_apply_to_new_templates_only() {
         let cfg = WebhookConfig::default();
         let mut req = fixture("21-managed-update-image-kubectl-apply.validate");
-        let containers = &mut req
-            .object
-            .as_mut()
-            .expect("o")
-            .spec
-            .get_or_insert_with(Default::default)["template"]["spec"]["containers"][0];
-        containers["image"] = "ghcr.io/stefanprodan/podinfo:latest".into();
-        containers
-            .as_object_mut()
-            .expect("obj")
-            .remove("readinessProbe");
+        edit_template(req.object.as_mut().expect("o"), |t| {
+            let container = &mut t["spec"]["containers"][0];
+            container["image"] = "ghcr.io/stefanprodan/podinfo:latest".into();
+            container
+                .as_object_mut()
+                .expect("obj")
+                .remove("readinessProbe");
+        });
         let v = decide(&req, &cfg);
         let Validation::Deny { message, .. } = &v else {
             panic!("{v:?}")
@@ -311,8 +324,7 @@ mod tests {
             .into_iter()
             .flatten()
         {
-            obj.spec.get_or_insert_with(Default::default)["template"]["spec"]["containers"][0]
-                ["image"] = "nginx".into();
+            edit_template(obj, |t| t["spec"]["containers"][0]["image"] = "nginx".into());
         }
         assert_eq!(decide(&req, &cfg), Validation::Allow { reason: "valid" });
     }
