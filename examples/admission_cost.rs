@@ -20,7 +20,10 @@ fn main() {
     let cfg = WebhookConfig::default();
     for (kind, name) in [
         ("patch", "21-managed-update-image-kubectl-apply.mutate"),
-        ("pass-through", "23-managed-update-image-server-side-apply.mutate.2"),
+        (
+            "pass-through",
+            "23-managed-update-image-server-side-apply.mutate.2",
+        ),
         ("validate", "21-managed-update-image-kubectl-apply.validate"),
     ] {
         let path = format!(
@@ -48,7 +51,7 @@ fn main() {
             })
         };
         let encode = per_call(|| {
-            black_box(review::encode(review::allow(&req)));
+            black_box(review::Answer::allow(&req).encode());
         });
         println!(
             "{kind:>12} ({name}, {} bytes): scan only {scan:?} | decode {decode:?}, decide {decide:?}, encode {encode:?}",

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use canary_gate::admission::mutate::{self, Mutation};
-use canary_gate::admission::review::{self, DecodeError};
+use canary_gate::admission::review::{self, Answer, DecodeError};
 use canary_gate::admission::validate::{self, Validation};
 use canary_gate::admission::WebhookConfig;
 use canary_gate::annotations as ann;
@@ -147,7 +147,7 @@ fn check_body(body: &[u8], stats: &Stats) -> Result<(), TestCaseError> {
                     uid.clone()
                 }
             };
-            let answer = review::encode(review::malformed_response(&uid, &error.to_string()));
+            let answer = Answer::malformed(&uid, &error.to_string()).encode();
             check_answer(&answer, Some(V1), &uid, None, Some(false))?;
             prop_assert!(
                 started.elapsed() < PER_INPUT,
@@ -182,7 +182,7 @@ fn check_body(body: &[u8], stats: &Stats) -> Result<(), TestCaseError> {
         &mutate::decide(&request, &cfg, now()),
         "decision not deterministic"
     );
-    let base = review::allow(&request);
+    let base = Answer::allow(&request);
     let response = match &mutation {
         Mutation::Pass { .. } => base,
         Mutation::Deny { message, .. } => {
@@ -208,15 +208,11 @@ fn check_body(body: &[u8], stats: &Stats) -> Result<(), TestCaseError> {
                     path
                 );
             }
-            let mut r = base
-                .clone()
-                .with_patch(patch.clone())
-                .map_err(|e| TestCaseError::fail(format!("patch does not serialise: {e}")))?;
-            r.warnings = Some(warnings.clone());
-            r
+            base.with_patch(patch, warnings.clone())
+                .map_err(|e| TestCaseError::fail(format!("patch does not serialise: {e}")))?
         }
     };
-    let answer = review::encode(response);
+    let answer = response.encode();
     let expect_allowed = match &mutation {
         Mutation::Deny { .. } => Some(false),
         _ => Some(true),
@@ -230,7 +226,7 @@ fn check_body(body: &[u8], stats: &Stats) -> Result<(), TestCaseError> {
 
     // /validate
     let validation = validate::decide(&request, &cfg);
-    let base = review::allow(&request);
+    let base = Answer::allow(&request);
     let (response, expect_allowed) = match &validation {
         Validation::Allow { .. } => (base, true),
         Validation::Deny { message, .. } => {
@@ -238,7 +234,7 @@ fn check_body(body: &[u8], stats: &Stats) -> Result<(), TestCaseError> {
             (base.deny(message), false)
         }
     };
-    let answer = review::encode(response);
+    let answer = response.encode();
     let v = check_answer(&answer, types, &request.uid, None, Some(expect_allowed))?;
     prop_assert!(
         v["response"].get("patch").is_none(),
@@ -280,7 +276,10 @@ fn object_as_sent(body: &[u8]) -> Option<Value> {
             Err(_) => Value::Null,
         }
     }
-    let object = serde_json::from_slice::<Review>(body).ok()?.request.object?;
+    let object = serde_json::from_slice::<Review>(body)
+        .ok()?
+        .request
+        .object?;
     Some(pruned(&object, 8)).filter(|o| !o.is_null())
 }
 

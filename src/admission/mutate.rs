@@ -2,7 +2,6 @@
 //! template changes. The user's spec keeps the new template (no drift for kubectl, SSA or
 //! GitOps); only `spec.paused` and `canary-gate.io/` state annotations are patched.
 
-
 use jiff::Timestamp;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
@@ -102,7 +101,12 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
     // Byte-identical templates are the same version (the apiserver serialises both sides the
     // same way): most updates — scaling, annotating, GitOps re-syncs — stop here unhashed.
     let revisions = (old_template.get() != new_template.get())
-        .then(|| (template_revision(old_template), template_revision(new_template)))
+        .then(|| {
+            (
+                template_revision(old_template),
+                template_revision(new_template),
+            )
+        })
         .filter(|(old_rev, new_rev)| old_rev != new_rev);
     let Some((old_rev, new_rev)) = revisions else {
         // No new version. But a server-side apply that does not mention `spec.paused` resets
@@ -196,7 +200,12 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
     }
     // Only words for people: a template that does not parse is described by its revisions.
     let pod = |t| PodTemplate::parse(t).unwrap_or_default();
-    let change = describe_change(&pod(old_template), &pod(new_template), &stable_rev, &new_rev);
+    let change = describe_change(
+        &pod(old_template),
+        &pod(new_template),
+        &stable_rev,
+        &new_rev,
+    );
     warnings.push(format!("{name}: canary {change}, {}", settings.plan()));
     if req.dry_run {
         warnings.push(format!("{name}: dry run: nothing was changed"));

@@ -84,13 +84,17 @@ mod tests {
 
     #[test]
     fn a_compliant_template_has_no_violations() {
-        let t = pod(json!({"spec": {"containers": [{"name": "app", "image": "r:5000/app:1.2", "readinessProbe": {"httpGet": {"port": 80}}, "resources": {"requests": {"cpu": "10m", "memory": "10Mi"}}}]}}));
+        let t = pod(
+            json!({"spec": {"containers": [{"name": "app", "image": "r:5000/app:1.2", "readinessProbe": {"httpGet": {"port": 80}}, "resources": {"requests": {"cpu": "10m", "memory": "10Mi"}}}]}}),
+        );
         assert!(violations(&all(), &t).is_empty());
     }
 
     #[test]
     fn each_policy_names_container_and_field() {
-        let t = pod(json!({"spec": {"containers": [{"name": "app", "image": "nginx"}, {"name": "side", "image": "x:latest", "readinessProbe": {}}]}}));
+        let t = pod(
+            json!({"spec": {"containers": [{"name": "app", "image": "nginx"}, {"name": "side", "image": "x:latest", "readinessProbe": {}}]}}),
+        );
         let v = violations(&all(), &t);
         assert_eq!(v.len(), 1 + 1 + 2 + 1 + 2, "{v:#?}");
         assert!(

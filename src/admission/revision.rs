@@ -162,7 +162,12 @@ impl<'de> Deserialize<'de> for Node<'de> {
 
 /// What a person calls the change: `6.0.0 → 6.0.1` from the first container whose image
 /// changed, else the revisions.
-pub fn describe_change(old: &PodTemplate, new: &PodTemplate, old_rev: &str, new_rev: &str) -> String {
+pub fn describe_change(
+    old: &PodTemplate,
+    new: &PodTemplate,
+    old_rev: &str,
+    new_rev: &str,
+) -> String {
     for c in &new.spec.containers {
         if let Some(before) = old.spec.containers.iter().find(|o| o.name == c.name) {
             if before.image != c.image {
@@ -328,8 +333,12 @@ mod tests {
 
     #[test]
     fn describes_image_changes_by_tag() {
-        let a = pod(&json!({"spec": {"containers": [{"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.0"}]}}));
-        let b = pod(&json!({"spec": {"containers": [{"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}}));
+        let a = pod(
+            &json!({"spec": {"containers": [{"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.0"}]}}),
+        );
+        let b = pod(
+            &json!({"spec": {"containers": [{"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}}),
+        );
         assert_eq!(describe_change(&a, &b, "r1", "r2"), "6.0.0 → 6.0.1");
         assert_eq!(describe_change(&a, &a, "r1", "r2"), "revision r1 → r2");
     }

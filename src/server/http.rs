@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::health::Health;
 use crate::admission::mutate::{self, Mutation};
-use crate::admission::review::{self, DecodeError};
+use crate::admission::review::{self, Answer, DecodeError};
 use crate::admission::validate::{self, Validation};
 use crate::admission::WebhookConfig;
 use crate::metrics::{AdmissionLabels, EndpointLabels, Metrics};
@@ -113,11 +113,7 @@ async fn admit(state: AppState, endpoint: Endpoint, body: Body) -> Response {
                 outcome: "invalid",
                 reason: "body",
             };
-            (
-                status,
-                review::encode(review::malformed_response("", reason)),
-                labels,
-            )
+            (status, Answer::malformed("", reason).encode(), labels)
         }
         Ok(bytes) => decide(&state, endpoint, &bytes),
     };
@@ -169,7 +165,7 @@ fn decide(
             };
             return (
                 status,
-                review::encode(review::malformed_response(uid, &error.to_string())),
+                Answer::malformed(uid, &error.to_string()).encode(),
                 labels,
             );
         }
@@ -186,7 +182,7 @@ fn decide(
         dry_run = request.dry_run,
     );
     let _entered = span.enter();
-    let base = review::allow(&request);
+    let base = Answer::allow(&request);
     let (response, outcome, reason) = match endpoint {
         Endpoint::Mutate => match mutate::decide(&request, &state.config, Timestamp::now()) {
             Mutation::Pass { reason } => (base, "allowed", reason),
@@ -200,11 +196,8 @@ fn decide(
                 warnings,
             } => {
                 tracing::info!(reason, warnings = ?warnings, "patched");
-                match base.clone().with_patch(patch) {
-                    Ok(mut r) => {
-                        r.warnings = Some(warnings);
-                        (r, "patched", reason)
-                    }
+                match base.clone().with_patch(&patch, warnings) {
+                    Ok(r) => (r, "patched", reason),
                     // Refusing is safer than letting an unguarded release through.
                     Err(error) => {
                         tracing::error!(%error, "patch could not be serialised");
@@ -228,7 +221,7 @@ fn decide(
     tracing::debug!(outcome, reason, "admission decided");
     (
         StatusCode::OK,
-        review::encode(response),
+        response.encode(),
         AdmissionLabels {
             endpoint: ep,
             outcome,
