@@ -29,10 +29,6 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 type Bodies = Arc<HashMap<String, Bytes>>;
 
-// The same allocator as the webhook, so that the floor is not slower for a reason of its own.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 struct Args {
     listen: SocketAddr,
     cert: String,

@@ -276,7 +276,7 @@ impl Drop for InFlight<'_> {
 }
 
 impl Cluster for Counted {
-    async fn deployments(&self) -> Result<Vec<Deployment>, KubeError> {
+    async fn deployments(&self) -> Result<Vec<Arc<Deployment>>, KubeError> {
         let _g = self.count("list deployments (cache)");
         self.inner.deployments().await
     }

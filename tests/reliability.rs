@@ -1019,7 +1019,7 @@ impl Replica {
 }
 
 impl Cluster for Replica {
-    async fn deployments(&self) -> Result<Vec<Deployment>, KubeError> {
+    async fn deployments(&self) -> Result<Vec<Arc<Deployment>>, KubeError> {
         self.inner.deployments().await
     }
     async fn apply_deployment(&self, d: &Deployment) -> Result<(), KubeError> {

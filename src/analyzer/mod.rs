@@ -62,7 +62,7 @@ fn reconciled_for(state: &RolloutState) -> Reconciled {
 
 /// One rollout being worked on in a tick.
 struct Item {
-    deployment: Deployment,
+    deployment: Arc<Deployment>,
     namespace: String,
     name: String,
     state: RolloutState,
@@ -159,7 +159,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                         d.metadata.namespace.clone().unwrap_or_default(),
                         d.metadata.name.clone().unwrap_or_default(),
                     ),
-                    d,
+                    &**d,
                 )
             })
             .collect();
@@ -312,7 +312,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
     /// by a periodic sweep of routes naming an owner that is gone.
     async fn clean_orphans(
         &self,
-        deployments: &[Deployment],
+        deployments: &[Arc<Deployment>],
         index: &HashMap<(String, String), &Deployment>,
         report: &mut TickReport,
     ) {
@@ -425,7 +425,11 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         batch
     }
 
-    fn item(&self, d: &Deployment, index: &HashMap<(String, String), &Deployment>) -> Option<Item> {
+    fn item(
+        &self,
+        d: &Arc<Deployment>,
+        index: &HashMap<(String, String), &Deployment>,
+    ) -> Option<Item> {
         let annotations = d.metadata.annotations.clone().unwrap_or_default();
         let state = RolloutState::from_annotations(&annotations).ok()?;
         // A Deployment that opted out keeps its last state; it is still worked on so that the
@@ -453,7 +457,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             Some(t) => deployment_ready(t),
         };
         Some(Item {
-            deployment: d.clone(),
+            deployment: Arc::clone(d),
             namespace,
             name,
             state,

@@ -108,13 +108,8 @@ impl KubeCluster {
 }
 
 impl Cluster for KubeCluster {
-    async fn deployments(&self) -> Result<Vec<Deployment>, KubeError> {
-        Ok(self
-            .deployments
-            .state()
-            .iter()
-            .map(|d| (**d).clone())
-            .collect())
+    async fn deployments(&self) -> Result<Vec<Arc<Deployment>>, KubeError> {
+        Ok(self.deployments.state())
     }
 
     async fn apply_deployment(&self, d: &Deployment) -> Result<(), KubeError> {

@@ -4,7 +4,7 @@
 //! one thin boundary; everything above it is the code that ships.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;
@@ -26,7 +26,8 @@ pub struct RecordedEvent {
 
 #[derive(Default)]
 struct Inner {
-    deployments: BTreeMap<Key, Deployment>,
+    /// Shared like a reflector's store: a list hands out pointers, not copies.
+    deployments: BTreeMap<Key, Arc<Deployment>>,
     services: BTreeMap<Key, Service>,
     virtual_services: BTreeMap<Key, VirtualService>,
     events: Vec<RecordedEvent>,
@@ -130,7 +131,7 @@ impl MemoryCluster {
         inner
             .log
             .push(format!("user put deployment {}/{}", k.0, k.1));
-        inner.deployments.insert(k, d);
+        inner.deployments.insert(k, Arc::new(d));
     }
 
     pub fn put_service(&self, s: Service) {
@@ -148,7 +149,10 @@ impl MemoryCluster {
     }
 
     pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
-        self.lock().deployments.get(&key(ns, name)).cloned()
+        self.lock()
+            .deployments
+            .get(&key(ns, name))
+            .map(|d| (**d).clone())
     }
 
     pub fn service(&self, ns: &str, name: &str) -> Option<Service> {
@@ -195,7 +199,7 @@ impl MemoryCluster {
 }
 
 impl Cluster for MemoryCluster {
-    async fn deployments(&self) -> Result<Vec<Deployment>, KubeError> {
+    async fn deployments(&self) -> Result<Vec<Arc<Deployment>>, KubeError> {
         Ok(self.lock().deployments.values().cloned().collect())
     }
 
@@ -219,7 +223,7 @@ impl Cluster for MemoryCluster {
             .or(Some(format!("uid-{}-{}", k.0, k.1)));
         next.metadata.resource_version = Some(version);
         settle(&mut next);
-        inner.deployments.insert(k, next);
+        inner.deployments.insert(k, Arc::new(next));
         Ok(())
     }
 
@@ -242,10 +246,12 @@ impl Cluster for MemoryCluster {
     ) -> Result<(), KubeError> {
         let mut inner = self.write("patch deployment", &format!("{ns}/{name}"))?;
         let version = inner.version.to_string();
-        let d = inner
-            .deployments
-            .get_mut(&key(ns, name))
-            .ok_or(KubeError::NotFound)?;
+        let d = Arc::make_mut(
+            inner
+                .deployments
+                .get_mut(&key(ns, name))
+                .ok_or(KubeError::NotFound)?,
+        );
         if d.metadata.resource_version.as_deref() != Some(resource_version) {
             return Err(KubeError::Conflict);
         }

@@ -6,6 +6,7 @@ pub mod memory;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -30,7 +31,8 @@ pub enum KubeError {
 /// real implementation and is counted by outcome.
 pub trait Cluster: Send + Sync + 'static {
     /// Every Deployment (the real implementation reads a watch-fed cache).
-    fn deployments(&self) -> impl Future<Output = Result<Vec<Deployment>, KubeError>> + Send;
+    /// The watch cache's objects, shared: a tick over thousands of Deployments copies none.
+    fn deployments(&self) -> impl Future<Output = Result<Vec<Arc<Deployment>>, KubeError>> + Send;
     /// Server-side apply with canary-gate's field manager.
     fn apply_deployment(
         &self,
