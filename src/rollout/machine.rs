@@ -130,7 +130,7 @@ pub fn step(
     };
     if let Some(action) = obs.action {
         m.effects.push(Effect::ClearAction);
-        if m.manual(action, settings) {
+        if m.manual(action, obs, settings) {
             return m.finish();
         }
     }
@@ -173,7 +173,7 @@ impl Machine {
     }
 
     /// Returns true when the action decided this tick.
-    fn manual(&mut self, action: Action, settings: &Settings) -> bool {
+    fn manual(&mut self, action: Action, obs: &Observation, settings: &Settings) -> bool {
         let phase = self.s.phase;
         match action {
             Action::Abort if !phase.is_terminal() => {
@@ -183,8 +183,17 @@ impl Machine {
             Action::Promote
                 if matches!(phase, Phase::Pending | Phase::Progressing | Phase::Paused) =>
             {
-                self.s.weight = settings.max_weight;
-                self.promote("promoted by hand (canary-gate.io/action=promote)".into());
+                // While the stable Deployment rolls, the canary carries as much traffic as a
+                // rollout ever gives it, but only if its pods can answer: a promote issued
+                // while the twin starts must not send half the traffic to no endpoints.
+                let message = if obs.twin == TwinStatus::Ready {
+                    self.s.weight = settings.max_weight;
+                    "promoted by hand (canary-gate.io/action=promote)".to_string()
+                } else {
+                    self.s.weight = 0;
+                    "promoted by hand (canary-gate.io/action=promote) before the canary was ready; its traffic stays on the stable Deployment".to_string()
+                };
+                self.promote(message);
                 true
             }
             Action::Pause if matches!(phase, Phase::Pending | Phase::Progressing) => {

@@ -1094,6 +1094,30 @@ fn promote_goes_to_promoting_at_max_weight() {
 }
 
 #[test]
+fn promote_before_the_twin_is_ready_sends_it_no_traffic() {
+    for twin in [
+        TwinStatus::Missing,
+        TwinStatus::Starting {
+            ready: 1,
+            wanted: 2,
+        },
+    ] {
+        for before in [pending(), progressing(20, 0)] {
+            let obs = Observation {
+                twin: twin.clone(),
+                ..acting(Action::Promote)
+            };
+            let (s, fx) = step(&before, &obs, &defaults(), at(5));
+            assert_eq!((s.phase, s.weight), (Phase::Promoting, 0), "{twin:?}");
+            assert!(
+                message(&fx, "Promoting").contains("before the canary was ready"),
+                "{twin:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn promote_wins_over_a_failing_analysis_in_the_same_tick() {
     let obs = Observation {
         action: Some(Action::Promote),
