@@ -824,6 +824,48 @@ async fn progressing_at(weight: u32, adopt: bool) -> Harness {
 }
 
 #[tokio::test]
+async fn failing_repairs_back_off_and_recover() {
+    let mut h = progressing_at(20, true).await;
+    h.cluster
+        .delete_deployment(NS, TWIN)
+        .await
+        .expect("delete twin");
+    // The API server refuses the next five attempts to re-create the twin.
+    for _ in 0..5 {
+        h.cluster.inject_fault(
+            "apply deployment",
+            KubeError::Timeout(Duration::from_secs(10)),
+        );
+    }
+    let attempts = |h: &Harness| {
+        h.cluster
+            .log()
+            .iter()
+            .filter(|l| l.starts_with(&format!("apply deployment {NS}/{TWIN}")))
+            .count()
+    };
+    let before = attempts(&h);
+    // Ticks a second apart, as in production: failures at 0, 1, 3, 7 and 15 s, then the
+    // attempt at 31 s succeeds. Retrying every tick would have made 31 attempts.
+    let start = h.t;
+    let mut tried_at = Vec::new();
+    for s in 0..40 {
+        let n = attempts(&h);
+        h.analyzer.tick(start + SignedDuration::from_secs(s)).await;
+        if attempts(&h) > n {
+            tried_at.push(s);
+        }
+    }
+    assert_eq!(
+        tried_at,
+        [0, 1, 3, 7, 15, 31],
+        "attempts (s after the first)"
+    );
+    assert_eq!(attempts(&h) - before, 6);
+    assert!(h.cluster.deployment(NS, TWIN).is_some(), "twin re-created");
+}
+
+#[tokio::test]
 async fn twin_deleted_by_hand_is_recreated_next_tick() {
     for (adopt, restart) in [(true, false), (false, false), (true, true)] {
         let ctx = format!("adopt={adopt} restart={restart}");

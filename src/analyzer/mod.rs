@@ -41,10 +41,22 @@ pub struct Analyzer<C, Q> {
     /// The state the world was last reconciled to, per rollout. Empty after a restart, so
     /// the first tick reconciles everything once.
     reconciled: Mutex<HashMap<RolloutKey, Reconciled>>,
+    /// Rollouts whose last reconciliation failed: (consecutive failures, next attempt). A
+    /// struggling API server gets fewer writes, not one per rollout per second.
+    retries: Mutex<HashMap<RolloutKey, (u32, Timestamp)>>,
     /// Ticks since this process became leader (drives the orphan sweep).
     ticks: std::sync::atomic::AtomicU64,
     /// Where `/readyz` learns whether Prometheus answered the last queries.
     health: Option<Arc<Health>>,
+}
+
+/// How long to wait after the n-th consecutive failed reconciliation of one rollout: 1 s,
+/// doubling, at most a minute.
+pub fn retry_delay(failures: u32) -> Duration {
+    const MAX: Duration = Duration::from_secs(60);
+    Duration::from_secs(1)
+        .checked_mul(1u32 << failures.saturating_sub(1).min(6))
+        .map_or(MAX, |d| d.min(MAX))
 }
 
 /// Ticks between two cluster-wide looks for routes of deleted Deployments.
@@ -89,6 +101,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             defaults,
             metrics,
             reconciled: Mutex::new(HashMap::new()),
+            retries: Mutex::new(HashMap::new()),
             ticks: std::sync::atomic::AtomicU64::new(0),
             health: None,
         }
@@ -104,6 +117,10 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
     pub fn reset(&self) {
         self.ticks.store(0, std::sync::atomic::Ordering::Relaxed);
         self.reconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.retries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
@@ -178,8 +195,15 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         // a restart, a failed write, a hand-deleted twin). Where that had to write, traffic
         // may not have run at the recorded weight: that rollout's next window starts now.
         let mut pending = Vec::new();
+        let waiting = |it: &Item| {
+            self.retries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(it.namespace.clone(), it.name.clone()))
+                .is_some_and(|(_, next)| now < *next)
+        };
         for (i, it) in items.iter().enumerate() {
-            if !self.in_sync(it) {
+            if !self.in_sync(it) && !waiting(it) {
                 let cluster = &*self.cluster;
                 pending.push(async move { (i, world::reconcile(cluster, it, &it.state).await) });
             }
@@ -191,20 +215,31 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         let mut fresh = std::collections::HashSet::new();
         for (i, result) in repairs {
             let it = &items[i];
+            let key = (it.namespace.clone(), it.name.clone());
+            let mut retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
             match result {
                 Ok(wrote) => {
+                    retries.remove(&key);
                     let memo = reconciled_for(&it.state);
                     self.reconciled
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert((it.namespace.clone(), it.name.clone()), memo);
+                        .insert(key, memo);
                     if wrote {
                         fresh.insert(i);
                     }
                 }
-                Err(e) => report
-                    .errors
-                    .push(format!("{}/{}: reconcile: {e}", it.namespace, it.name)),
+                Err(e) => {
+                    let failures = retries.get(&key).map_or(0, |(n, _)| *n) + 1;
+                    let delay = retry_delay(failures);
+                    retries.insert(key, (failures, now + machine::as_signed(delay)));
+                    report.errors.push(format!(
+                        "{}/{}: reconcile: {e} (failure {failures}, next try in {})",
+                        it.namespace,
+                        it.name,
+                        humantime::format_duration(delay)
+                    ));
+                }
             }
         }
 
@@ -709,4 +744,17 @@ fn progress_deadline(d: &Deployment) -> Duration {
 fn desired_paused(d: &Deployment, phase: Phase) -> Option<bool> {
     let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
     (matches!(phase, Phase::Promoting | Phase::Succeeded) && paused).then_some(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_from_a_second_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(60));
+        assert_eq!(retry_delay(0), Duration::from_secs(1));
+    }
 }

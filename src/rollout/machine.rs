@@ -113,7 +113,7 @@ pub fn analysis_window(state: &RolloutState, now: Timestamp) -> Option<Duration>
     (d > SignedDuration::ZERO).then(|| Duration::from_secs(d.as_secs().max(1) as u64))
 }
 
-fn as_signed(d: Duration) -> SignedDuration {
+pub(crate) fn as_signed(d: Duration) -> SignedDuration {
     SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
