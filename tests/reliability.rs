@@ -825,7 +825,7 @@ async fn progressing_at(weight: u32, adopt: bool) -> Harness {
 
 #[tokio::test]
 async fn failing_repairs_back_off_and_recover() {
-    let mut h = progressing_at(20, true).await;
+    let h = progressing_at(20, true).await;
     h.cluster
         .delete_deployment(NS, TWIN)
         .await
