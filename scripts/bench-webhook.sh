@@ -6,7 +6,9 @@
 # with the webhook's own answer for that request, byte for byte, without decoding anything.
 #
 # For each request kind (managed UPDATE that gets a patch, a pass-through, a validate):
-#   * max throughput: closed loop, $MAX_CONNS connections, $DURATION
+#   * max throughput: closed loop, $MAX_CONNS connections, $DURATION, $ROUNDS rounds alternating
+#     webhook and bare (the floor alone swings by ±15 % between runs on a shared 2-core box);
+#     the report gives the median of the per-round ratios and their range
 #   * fixed rates $RATES req/s, $DURATION each: p50 / p99 / p99.9 (coordinated-omission corrected)
 # plus the webhook's RSS at start, after the load, and with $IDLE_CONNS idle keep-alive
 # connections open (memory per connection), the same for the bare server.
@@ -24,6 +26,7 @@ cd "$ROOT"
 
 DURATION=${DURATION:-10s}
 MAX_CONNS=${MAX_CONNS:-32}
+ROUNDS=${ROUNDS:-3}
 RATE_CONNS=${RATE_CONNS:-32}
 RATES=${RATES:-"500 1000 2000"}
 IDLE_CONNS=${IDLE_CONNS:-1000}
@@ -177,17 +180,24 @@ EOF
 
 for entry in "${KINDS[@]}"; do
   IFS='|' read -r kind wpath bpath _ <<<"$entry"
+  for round in $(seq 1 "$ROUNDS"); do
+    for server in webhook bare; do
+      if [[ $server == webhook ]]; then url="https://127.0.0.1:$WEBHOOK_PORT$wpath"; else url="https://127.0.0.1:$BARE_PORT$bpath"; fi
+      log "$kind / $server: max throughput, round $round of $ROUNDS ($MAX_CONNS connections, $DURATION)"
+      if [[ -n "$OHA" ]]; then
+        run_oha "$kind.$server.max$round" "$url" "$WORK/req-$kind.json" -c "$MAX_CONNS"
+      else
+        run_wrk "$kind.$server.max$round" "$url" "$WORK/req-$kind.json"
+      fi
+    done
+  done
   for server in webhook bare; do
     if [[ $server == webhook ]]; then url="https://127.0.0.1:$WEBHOOK_PORT$wpath"; else url="https://127.0.0.1:$BARE_PORT$bpath"; fi
-    log "$kind / $server: max throughput ($MAX_CONNS connections, $DURATION)"
     if [[ -n "$OHA" ]]; then
-      run_oha "$kind.$server.max" "$url" "$WORK/req-$kind.json" -c "$MAX_CONNS"
       for rate in $RATES; do
         log "$kind / $server: $rate req/s"
         run_oha "$kind.$server.q$rate" "$url" "$WORK/req-$kind.json" -c "$RATE_CONNS" -q "$rate" --latency-correction
       done
-    else
-      run_wrk "$kind.$server.max" "$url" "$WORK/req-$kind.json"
     fi
   done
 done
@@ -243,7 +253,7 @@ read -r B_IDLE_BEFORE B_IDLE_WITH B_OPEN B_OPEN_LATER < <(idle_rss "$BARE_PID" "
 WEBHOOK_LOG_BYTES=$(stat -c %s "$WORK/webhook.log")
 
 # ---------------------------------------------------------------- report
-export WORK RATES GEN NPROC CPU_MODEL LOADAVG_START KERNEL MEM_TOTAL DURATION MAX_CONNS RATE_CONNS IDLE_CONNS
+export WORK RATES ROUNDS GEN NPROC CPU_MODEL LOADAVG_START KERNEL MEM_TOTAL DURATION MAX_CONNS RATE_CONNS IDLE_CONNS
 export WEBHOOK_RSS_START WEBHOOK_RSS_LOADED BARE_RSS_START BARE_RSS_LOADED WEBHOOK_LOG_BYTES
 export W_IDLE_BEFORE W_IDLE_WITH W_OPEN W_OPEN_LATER B_IDLE_BEFORE B_IDLE_WITH B_OPEN B_OPEN_LATER
 export HAVE_OHA=${OHA:+1}
@@ -288,17 +298,25 @@ P(f"- nproc: **{E['NPROC']}** — load generator, webhook and bare server share 
 P(f"- CPU: {E['CPU_MODEL']}")
 P(f"- memory: {E['MEM_TOTAL']}, kernel {E['KERNEL']}")
 P(f"- load average at start: {E['LOADAVG_START']}")
-P(f"- load generator: {E['GEN']}; max throughput = closed loop, {E['MAX_CONNS']} connections, {E['DURATION']}; "
+P(f"- load generator: {E['GEN']}; max throughput = closed loop, {E['MAX_CONNS']} connections, {E['DURATION']}, "
+  f"{E['ROUNDS']} rounds alternating webhook and bare; "
   f"fixed rates with {E['RATE_CONNS']} connections, {E['DURATION']} each, latency corrected for coordinated omission")
 P("- TLS: server certificate from `canary-gate certs` (ECDSA P-256), client trusts the CA; keep-alive connections (handshakes are not in the steady state)\n")
 P("## Max throughput (closed loop)\n")
-P("| request kind | req bytes | resp bytes | webhook req/s | bare req/s | webhook / bare | goal ≥ 0.8 | errors (webhook/bare) |")
+P("Medians over the rounds; the ratio is the median of each round's webhook / bare, with its range.\n")
+P("| request kind | req bytes | resp bytes | webhook req/s | bare req/s | webhook / bare (range) | goal ≥ 0.8 | errors (webhook/bare) |")
 P("|---|---:|---:|---:|---:|---:|:-:|---|")
+median = lambda xs: sorted(xs)[len(xs) // 2]
 for k, label in kinds:
-    w, b = load(f"{k}.webhook.max"), load(f"{k}.bare.max")
-    ratio = w["rps"] / b["rps"]
-    P(f"| {label} | {size(k, 'req')} | {size(k, 'resp')} | {w['rps']:.0f} | {b['rps']:.0f} | "
-      f"{ratio:.2f} | {'✅' if ratio >= 0.8 else '❌'} | {errs(w)} / {errs(b)} |")
+    rounds = range(1, int(E["ROUNDS"]) + 1)
+    ws = [load(f"{k}.webhook.max{r}") for r in rounds]
+    bs = [load(f"{k}.bare.max{r}") for r in rounds]
+    ratios = [w["rps"] / b["rps"] for w, b in zip(ws, bs)]
+    ratio = median(ratios)
+    err = lambda xs: "–" if any(x["total"] is None for x in xs) else str(sum(x["total"] - x["ok"] for x in xs))
+    P(f"| {label} | {size(k, 'req')} | {size(k, 'resp')} | {median([w['rps'] for w in ws]):.0f} | "
+      f"{median([b['rps'] for b in bs]):.0f} | {ratio:.2f} ({min(ratios):.2f}–{max(ratios):.2f}) | "
+      f"{'✅' if ratio >= 0.8 else '❌'} | {err(ws)} / {err(bs)} |")
 if oha:
     P("\n## Latency at fixed rates (ms)\n")
     P("| request kind | rate req/s | server | achieved req/s | p50 | p99 | p99.9 | errors |")
