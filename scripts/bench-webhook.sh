@@ -285,7 +285,8 @@ def load(name):
     return dict(rps=float(m.group(1)), p50=None, p99=None, p999=None, ok=None, total=None)
 
 ms = lambda v: "–" if v is None else f"{v * 1000:.2f}"
-errs = lambda r: "–" if r["total"] is None else str(r["total"] - r["ok"])
+# Failed requests over one or more runs; "–" when the generator does not count them.
+errs = lambda *xs: "–" if any(x["total"] is None for x in xs) else str(sum(x["total"] - x["ok"] for x in xs))
 size = lambda k, side: os.path.getsize(f"{W}/{side}-{k}.json")
 out = []
 P = out.append
@@ -313,10 +314,9 @@ for k, label in kinds:
     bs = [load(f"{k}.bare.max{r}") for r in rounds]
     ratios = [w["rps"] / b["rps"] for w, b in zip(ws, bs)]
     ratio = median(ratios)
-    err = lambda xs: "–" if any(x["total"] is None for x in xs) else str(sum(x["total"] - x["ok"] for x in xs))
     P(f"| {label} | {size(k, 'req')} | {size(k, 'resp')} | {median([w['rps'] for w in ws]):.0f} | "
       f"{median([b['rps'] for b in bs]):.0f} | {ratio:.2f} ({min(ratios):.2f}–{max(ratios):.2f}) | "
-      f"{'✅' if ratio >= 0.8 else '❌'} | {err(ws)} / {err(bs)} |")
+      f"{'✅' if ratio >= 0.8 else '❌'} | {errs(*ws)} / {errs(*bs)} |")
 if oha:
     P("\n## Latency at fixed rates (ms)\n")
     P("| request kind | rate req/s | server | achieved req/s | p50 | p99 | p99.9 | errors |")

@@ -55,8 +55,8 @@ struct ApiResponse {
 struct ApiData {
     #[serde(rename = "resultType")]
     result_type: String,
-    /// Parsed straight into samples once the type is known: a `serde_json::Value` of 30,000
-    /// series in between held tens of MiB at the peak of a check round.
+    /// Parsed straight into samples once the type is known, without a `serde_json::Value` of
+    /// every series in between.
     result: Box<serde_json::value::RawValue>,
 }
 

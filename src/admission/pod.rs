@@ -49,7 +49,8 @@ impl Container {
 
 impl PodTemplate {
     /// The apiserver only sends templates that passed its schema, so an error here means a
-    /// hand-made review; callers refuse to decide on it.
+    /// hand-made review: `/validate` refuses to check it, `/mutate` describes the change by
+    /// revisions instead.
     pub fn parse(template: &RawValue) -> Result<Self, serde_json::Error> {
         serde_json::from_str(template.get())
     }
