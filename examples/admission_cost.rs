@@ -6,14 +6,21 @@ use std::time::{Duration, Instant};
 
 use canary_gate::admission::{mutate, review, validate, WebhookConfig};
 
-const N: u32 = 50_000;
+const N: u32 = 20_000;
+const BATCHES: usize = 5;
 
+/// The fastest of a few batches: other work on a shared box only ever adds time.
 fn per_call(mut f: impl FnMut()) -> Duration {
-    let t = Instant::now();
-    for _ in 0..N {
-        f();
-    }
-    t.elapsed() / N
+    (0..BATCHES)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..N {
+                f();
+            }
+            t.elapsed() / N
+        })
+        .min()
+        .unwrap_or_default()
 }
 
 fn main() {

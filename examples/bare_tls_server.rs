@@ -11,6 +11,10 @@
 //! Each `--body PATH=FILE` serves FILE's bytes (read once at start) for `POST PATH`; the bench
 //! script fills them with the webhook's own answers so that both servers write the same number
 //! of bytes. The request body is received in full (a real server must read it) but not parsed.
+//!
+//! With `--scan`, each body is also checked to be one JSON value (serde_json, building nothing)
+//! before the fixed answer goes out: the least any webhook that reads its input must do, so the
+//! bench can tell the cost of reading JSON at all from the cost of canary-gate's decisions.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,18 +31,23 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Same bound as the webhook, so that both read bodies the same way.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
-type Bodies = Arc<HashMap<String, Bytes>>;
+#[derive(Clone)]
+struct Answers {
+    bodies: Arc<HashMap<String, Bytes>>,
+    scan: bool,
+}
 
 struct Args {
     listen: SocketAddr,
     cert: String,
     key: String,
     bodies: HashMap<String, Bytes>,
+    scan: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bare_tls_server --listen ADDR --tls-cert FILE --tls-key FILE --body /PATH=FILE..."
+        "usage: bare_tls_server --listen ADDR --tls-cert FILE --tls-key FILE [--scan] --body /PATH=FILE..."
     );
     std::process::exit(2)
 }
@@ -48,6 +57,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut cert = None;
     let mut key = None;
     let mut bodies = HashMap::new();
+    let mut scan = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -55,6 +65,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--listen" => listen = Some(value().parse()?),
             "--tls-cert" => cert = Some(value()),
             "--tls-key" => key = Some(value()),
+            "--scan" => scan = true,
             "--body" => {
                 let spec = value();
                 let Some((path, file)) = spec.split_once('=') else {
@@ -73,6 +84,7 @@ fn parse_args() -> anyhow::Result<Args> {
             cert,
             key,
             bodies,
+            scan,
         }),
         _ => usage(),
     }
@@ -91,13 +103,16 @@ fn tls_config(cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {
     Ok(config)
 }
 
-async fn answer(State(bodies): State<Bodies>, request: Request) -> Response {
+async fn answer(State(answers): State<Answers>, request: Request) -> Response {
     let path = request.uri().path().to_string();
-    // Receive the whole request like the webhook does; never look inside it.
-    if to_bytes(request.into_body(), MAX_BODY_BYTES).await.is_err() {
+    // Receive the whole request like the webhook does.
+    let Ok(received) = to_bytes(request.into_body(), MAX_BODY_BYTES).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    if answers.scan && serde_json::from_slice::<serde::de::IgnoredAny>(&received).is_err() {
+        return StatusCode::BAD_REQUEST.into_response();
     }
-    match bodies.get(&path) {
+    match answers.bodies.get(&path) {
         Some(body) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
@@ -113,13 +128,14 @@ async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let config = tls_config(&args.cert, &args.key)?;
     let paths: Vec<String> = args.bodies.keys().cloned().collect();
-    let router = Router::new()
-        .fallback(answer)
-        .with_state(Arc::new(args.bodies));
+    let router = Router::new().fallback(answer).with_state(Answers {
+        bodies: Arc::new(args.bodies),
+        scan: args.scan,
+    });
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
     println!(
-        "bare_tls_server listening on https://{} for POST {paths:?}",
-        args.listen
+        "bare_tls_server listening on https://{} for POST {paths:?} (scan: {})",
+        args.listen, args.scan
     );
     axum_server::bind_rustls(args.listen, rustls)
         .serve(router.into_make_service())

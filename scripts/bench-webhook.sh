@@ -3,12 +3,15 @@
 #
 # Sends captured AdmissionReviews over real TLS to `canary-gate serve` and, in the same run, to
 # a bare axum + rustls server (examples/bare_tls_server.rs, the floor) that answers every POST
-# with the webhook's own answer for that request, byte for byte, without decoding anything.
+# with the webhook's own answer for that request, byte for byte, without decoding anything,
+# and to a second bare server that checks each body is JSON before answering (`--scan`): the
+# ceiling for any webhook that reads its input at all.
 #
 # For each request kind (managed UPDATE that gets a patch, a pass-through, a validate):
 #   * max throughput: closed loop, $MAX_CONNS connections, $DURATION, $ROUNDS rounds alternating
-#     webhook and bare (the floor alone swings by ±15 % between runs on a shared 2-core box);
-#     the report gives the median of the per-round ratios and their range
+#     webhook, bare and bare+scan (the floor alone swings by ±15 % between runs on a shared
+#     2-core box); the report gives the median of the per-round ratios and their range, and
+#     each server's CPU time per request (from /proc, steadier than req/s)
 #   * fixed rates $RATES req/s, $DURATION each: p50 / p99 / p99.9 (coordinated-omission corrected)
 # plus the webhook's RSS at start, after the load, and with $IDLE_CONNS idle keep-alive
 # connections open (memory per connection), the same for the bare server.
@@ -35,6 +38,7 @@ FIXTURES=${FIXTURES:-tests/fixtures/admission}
 WEBHOOK_PORT=${WEBHOOK_PORT:-18443}
 ADMIN_PORT=${ADMIN_PORT:-18080}
 BARE_PORT=${BARE_PORT:-19443}
+SCAN_PORT=${SCAN_PORT:-19444}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
 # kind | webhook path | bare path | fixture
@@ -111,6 +115,9 @@ for entry in "${KINDS[@]}"; do
 done
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# user + system CPU of a process (all its threads), in clock ticks
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
 wait_https() { # url
   local i
   for i in $(seq 1 100); do
@@ -153,6 +160,11 @@ done
 BARE_PID=$!
 PIDS+=("$BARE_PID")
 wait_https "https://127.0.0.1:$BARE_PORT/validate" || { cat "$WORK/bare.log" >&2; die "bare server did not start"; }
+"$BARE" --scan --listen "127.0.0.1:$SCAN_PORT" --tls-cert "$WORK/certs/tls.crt" \
+  --tls-key "$WORK/certs/tls.key" "${BARE_ARGS[@]}" >"$WORK/scan.log" 2>&1 &
+SCAN_PID=$!
+PIDS+=("$SCAN_PID")
+wait_https "https://127.0.0.1:$SCAN_PORT/validate" || { cat "$WORK/scan.log" >&2; die "bare+scan server did not start"; }
 
 sleep 1
 WEBHOOK_RSS_START=$(rss_kib "$WEBHOOK_PID")
@@ -181,14 +193,20 @@ EOF
 for entry in "${KINDS[@]}"; do
   IFS='|' read -r kind wpath bpath _ <<<"$entry"
   for round in $(seq 1 "$ROUNDS"); do
-    for server in webhook bare; do
-      if [[ $server == webhook ]]; then url="https://127.0.0.1:$WEBHOOK_PORT$wpath"; else url="https://127.0.0.1:$BARE_PORT$bpath"; fi
+    for server in webhook bare scan; do
+      case $server in
+        webhook) url="https://127.0.0.1:$WEBHOOK_PORT$wpath" pid=$WEBHOOK_PID ;;
+        bare) url="https://127.0.0.1:$BARE_PORT$bpath" pid=$BARE_PID ;;
+        scan) url="https://127.0.0.1:$SCAN_PORT$bpath" pid=$SCAN_PID ;;
+      esac
       log "$kind / $server: max throughput, round $round of $ROUNDS ($MAX_CONNS connections, $DURATION)"
+      ticks=$(cpu_ticks "$pid")
       if [[ -n "$OHA" ]]; then
         run_oha "$kind.$server.max$round" "$url" "$WORK/req-$kind.json" -c "$MAX_CONNS"
       else
         run_wrk "$kind.$server.max$round" "$url" "$WORK/req-$kind.json"
       fi
+      echo $(($(cpu_ticks "$pid") - ticks)) >"$WORK/$kind.$server.max$round.ticks"
     done
   done
   for server in webhook bare; do
@@ -253,7 +271,7 @@ read -r B_IDLE_BEFORE B_IDLE_WITH B_OPEN B_OPEN_LATER < <(idle_rss "$BARE_PID" "
 WEBHOOK_LOG_BYTES=$(stat -c %s "$WORK/webhook.log")
 
 # ---------------------------------------------------------------- report
-export WORK RATES ROUNDS GEN NPROC CPU_MODEL LOADAVG_START KERNEL MEM_TOTAL DURATION MAX_CONNS RATE_CONNS IDLE_CONNS
+export WORK RATES ROUNDS GEN CLK_TCK NPROC CPU_MODEL LOADAVG_START KERNEL MEM_TOTAL DURATION MAX_CONNS RATE_CONNS IDLE_CONNS
 export WEBHOOK_RSS_START WEBHOOK_RSS_LOADED BARE_RSS_START BARE_RSS_LOADED WEBHOOK_LOG_BYTES
 export W_IDLE_BEFORE W_IDLE_WITH W_OPEN W_OPEN_LATER B_IDLE_BEFORE B_IDLE_WITH B_OPEN B_OPEN_LATER
 export HAVE_OHA=${OHA:+1}
@@ -279,10 +297,17 @@ def load(name):
         total = sum(codes.values()) + sum(errors.values())
         p = d.get("latencyPercentiles", {})
         return dict(rps=s["requestsPerSec"], p50=p.get("p50"), p99=p.get("p99"),
-                    p999=p.get("p99.9"), ok=ok, total=total)
+                    p999=p.get("p99.9"), ok=ok, total=total, answered=sum(codes.values()))
     txt = open(f"{W}/{name}.txt").read()
     m = re.search(r"Requests/sec:\s+([\d.]+)", txt)
-    return dict(rps=float(m.group(1)), p50=None, p99=None, p999=None, ok=None, total=None)
+    n = re.search(r"(\d+) requests in", txt)
+    return dict(rps=float(m.group(1)), p50=None, p99=None, p999=None, ok=None, total=None,
+                answered=int(n.group(1)))
+
+def cpu_us(name, run):
+    """The server's CPU time (user + system, all threads) per answered request, in µs."""
+    ticks = int(open(f"{W}/{name}.ticks").read())
+    return ticks / int(E["CLK_TCK"]) / max(run["answered"], 1) * 1e6
 
 ms = lambda v: "–" if v is None else f"{v * 1000:.2f}"
 # Failed requests over one or more runs; "–" when the generator does not count them.
@@ -293,30 +318,47 @@ P = out.append
 P("# canary-gate webhook: admission at the TLS limit\n")
 P("Produced by `scripts/bench-webhook.sh` (issue 6). Webhook = `canary-gate serve --no-analyzer` "
   "(release build, default `info` logging to a file); bare = `examples/bare_tls_server.rs` "
-  "(same axum / axum-server / rustls-ring, fixed answer of the same bytes, no decoding).\n")
+  "(same axum / axum-server / rustls-ring, fixed answer of the same bytes, no decoding); "
+  "bare+scan = the same server with `--scan`: it also checks that each body is JSON "
+  "(serde_json, building nothing) before answering, the least any webhook that reads its "
+  "input must do.\n")
 P("## Machine\n")
 P(f"- nproc: **{E['NPROC']}** — load generator, webhook and bare server share these cores; nothing is pinned")
 P(f"- CPU: {E['CPU_MODEL']}")
 P(f"- memory: {E['MEM_TOTAL']}, kernel {E['KERNEL']}")
 P(f"- load average at start: {E['LOADAVG_START']}")
 P(f"- load generator: {E['GEN']}; max throughput = closed loop, {E['MAX_CONNS']} connections, {E['DURATION']}, "
-  f"{E['ROUNDS']} rounds alternating webhook and bare; "
+  f"{E['ROUNDS']} rounds alternating webhook, bare and bare+scan; "
   f"fixed rates with {E['RATE_CONNS']} connections, {E['DURATION']} each, latency corrected for coordinated omission")
 P("- TLS: server certificate from `canary-gate certs` (ECDSA P-256), client trusts the CA; keep-alive connections (handshakes are not in the steady state)\n")
 P("## Max throughput (closed loop)\n")
-P("Medians over the rounds; the ratio is the median of each round's webhook / bare, with its range.\n")
-P("| request kind | req bytes | resp bytes | webhook req/s | bare req/s | webhook / bare (range) | goal ≥ 0.8 | errors (webhook/bare) |")
-P("|---|---:|---:|---:|---:|---:|:-:|---|")
+P("Medians over the rounds; a ratio is the median of each round's ratio, with its range. "
+  "*Ceiling* = bare+scan / bare: what is left of the floor once the body is read as JSON.\n")
+P("| request kind | req bytes | resp bytes | webhook req/s | bare req/s | bare+scan req/s | webhook / bare (range) | goal ≥ 0.8 | ceiling (range) | webhook / bare+scan | errors (webhook/bare/scan) |")
+P("|---|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---|")
 median = lambda xs: sorted(xs)[len(xs) // 2]
+ratio_cell = lambda rs: f"{median(rs):.2f} ({min(rs):.2f}–{max(rs):.2f})"
+rounds = range(1, int(E["ROUNDS"]) + 1)
+runs = {(k, side): [load(f"{k}.{side}.max{r}") for r in rounds]
+        for k, _ in kinds for side in ("webhook", "bare", "scan")}
 for k, label in kinds:
-    rounds = range(1, int(E["ROUNDS"]) + 1)
-    ws = [load(f"{k}.webhook.max{r}") for r in rounds]
-    bs = [load(f"{k}.bare.max{r}") for r in rounds]
+    ws, bs, ss = (runs[(k, side)] for side in ("webhook", "bare", "scan"))
+    rps = lambda runs: median([x["rps"] for x in runs])
     ratios = [w["rps"] / b["rps"] for w, b in zip(ws, bs)]
-    ratio = median(ratios)
-    P(f"| {label} | {size(k, 'req')} | {size(k, 'resp')} | {median([w['rps'] for w in ws]):.0f} | "
-      f"{median([b['rps'] for b in bs]):.0f} | {ratio:.2f} ({min(ratios):.2f}–{max(ratios):.2f}) | "
-      f"{'✅' if ratio >= 0.8 else '❌'} | {errs(*ws)} / {errs(*bs)} |")
+    ceilings = [s["rps"] / b["rps"] for s, b in zip(ss, bs)]
+    of_scan = [w["rps"] / s["rps"] for w, s in zip(ws, ss)]
+    P(f"| {label} | {size(k, 'req')} | {size(k, 'resp')} | {rps(ws):.0f} | {rps(bs):.0f} | {rps(ss):.0f} | "
+      f"{ratio_cell(ratios)} | {'✅' if median(ratios) >= 0.8 else '❌'} | {ratio_cell(ceilings)} | "
+      f"{ratio_cell(of_scan)} | {errs(*ws)} / {errs(*bs)} / {errs(*ss)} |")
+P("\n### Server CPU per request (µs, user + system, median over the rounds)\n")
+P("Read from `/proc/PID/stat` around each closed-loop run; includes the kernel's TCP work. "
+  "Steadier than req/s, which also depends on how the load generator shares the cores.\n")
+P("| request kind | webhook | bare | bare+scan | webhook − bare+scan |")
+P("|---|---:|---:|---:|---:|")
+for k, _ in kinds:
+    cpu = {side: median([cpu_us(f"{k}.{side}.max{r}", x) for r, x in zip(rounds, runs[(k, side)])])
+           for side in ("webhook", "bare", "scan")}
+    P(f"| {k} | {cpu['webhook']:.1f} | {cpu['bare']:.1f} | {cpu['scan']:.1f} | {cpu['webhook'] - cpu['scan']:.1f} |")
 if oha:
     P("\n## Latency at fixed rates (ms)\n")
     P("| request kind | rate req/s | server | achieved req/s | p50 | p99 | p99.9 | errors |")

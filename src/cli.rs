@@ -213,7 +213,8 @@ impl AnalysisArgs {
 
 /// Entry point from `main`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
+    // Held to the end: dropping it flushes the log lines still queued.
+    let _log_writer = init_tracing(args.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     match args.command {
         Command::Loadtest(args) => {
@@ -229,24 +230,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             shutdown_signal().await;
             tracing::info!("shutting down");
             running.stop().await;
+            tracing::info!("stopped");
             Ok(())
         }
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Lines are written by a thread of their own, in batches, so a request never waits on a
+    // write(2) to stderr or on a container runtime that drains the pipe slowly: about 10 µs of
+    // CPU per logged admission (bench/webhook-results.md). Not lossy: when 8,192 lines wait
+    // (the default 128k would hold 4 MiB of slots from the start), logging blocks as a direct
+    // write would. The guard flushes them when `run` returns.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(8192)
+        .lossy(false)
+        .thread_name("canary-gate-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     // Colour codes only for a person at a terminal, never into log files or collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
 
 async fn shutdown_signal() {

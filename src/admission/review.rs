@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, TypeMeta};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -85,8 +84,8 @@ fn own_annotations<'de, D: Deserializer<'de>>(
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut own = BTreeMap::new();
-            while let Some(key) = map.next_key::<String>()? {
-                if key.starts_with(PREFIX) {
+            while let Some(key) = map.next_key::<OwnKey>()? {
+                if let OwnKey(Some(key)) = key {
                     let value = map.next_value::<String>()?;
                     own.insert(key, value);
                 } else {
@@ -99,8 +98,35 @@ fn own_annotations<'de, D: Deserializer<'de>>(
     d.deserialize_option(Own)
 }
 
+/// An annotation key, kept only if it is ours: the others are looked at in place and never
+/// copied (kubectl's last-applied key is on almost every object).
+struct OwnKey(Option<String>);
+
+impl<'de> Deserialize<'de> for OwnKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl Visitor<'_> for Key {
+            type Value = OwnKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an annotation key")
+            }
+            fn visit_str<E>(self, key: &str) -> Result<OwnKey, E> {
+                Ok(OwnKey(key.starts_with(PREFIX).then(|| key.to_owned())))
+            }
+        }
+        d.deserialize_str(Key)
+    }
+}
+
 fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     Ok(Value::deserialize(d)?.as_bool())
+}
+
+/// Who sent the request. Groups and extras are not read by any decision.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct User {
+    #[serde(default)]
+    pub username: Option<String>,
 }
 
 /// One admission request, as the decisions need it.
@@ -119,7 +145,7 @@ pub struct Request {
     #[serde(default)]
     pub namespace: Option<String>,
     pub operation: Operation,
-    pub user_info: UserInfo,
+    pub user_info: User,
     #[serde(default)]
     pub object: Option<Object>,
     #[serde(default)]
@@ -353,6 +379,47 @@ mod tests {
         let response = Answer::malformed("u-1", "bad");
         assert_eq!(response.uid, "u-1");
         assert!(!response.allowed);
+    }
+
+    fn review_with(object: &str) -> String {
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","kind":{{"group":"apps","version":"v1","kind":"Deployment"}},"operation":"UPDATE","userInfo":{{"username":"ana","groups":["dev"],"extra":{{"k":["v"]}}}},"object":{object}}}}}"#
+        )
+    }
+
+    #[test]
+    fn keeps_only_our_annotations_however_their_keys_are_escaped() {
+        let body = review_with(
+            r#"{"metadata":{"annotations":{"canary-gate.io\/max-weight":"30","\u0063anary-gate.io/action":"abort","kubectl.kubernetes.io/last-applied-configuration":"{\"a\":1}","other":"x"}}}"#,
+        );
+        let req = decode(body.as_bytes()).expect("decodes");
+        assert_eq!(req.user_info.username.as_deref(), Some("ana"));
+        let kept = req.object.and_then(|o| o.metadata.annotations);
+        assert_eq!(
+            kept,
+            Some(BTreeMap::from([
+                ("canary-gate.io/action".to_string(), "abort".to_string()),
+                ("canary-gate.io/max-weight".to_string(), "30".to_string()),
+            ]))
+        );
+    }
+
+    #[test]
+    fn an_annotations_map_without_ours_is_empty_not_absent() {
+        let some = decode(review_with(r#"{"metadata":{"annotations":{"a":"b"}}}"#).as_bytes());
+        let none = decode(review_with(r#"{"metadata":{"annotations":null}}"#).as_bytes());
+        let annotations = |r: Result<Request, DecodeError>| {
+            r.expect("decodes")
+                .object
+                .and_then(|o| o.metadata.annotations)
+        };
+        assert_eq!(annotations(some), Some(BTreeMap::new()));
+        assert_eq!(annotations(none), None);
+        // Our keys must hold strings, like every annotation.
+        let bad = decode(
+            review_with(r#"{"metadata":{"annotations":{"canary-gate.io/x":1}}}"#).as_bytes(),
+        );
+        assert!(matches!(bad, Err(DecodeError::Malformed { .. })), "{bad:?}");
     }
 
     #[test]

@@ -176,7 +176,7 @@ fn decide(
         uid = %request.uid,
         kind = %request.kind.kind,
         namespace = request.namespace.as_deref().unwrap_or(""),
-        name = %request.name,
+        object = %request.name,
         operation = ?request.operation,
         user = request.user_info.username.as_deref().unwrap_or(""),
         dry_run = request.dry_run,
@@ -195,7 +195,7 @@ fn decide(
                 patch,
                 warnings,
             } => {
-                tracing::info!(reason, warnings = ?warnings, "patched");
+                tracing::info!(reason, warnings = %warnings.join(" | "), "patched");
                 match base.clone().with_patch(&patch, warnings) {
                     Ok(r) => (r, "patched", reason),
                     // Refusing is safer than letting an unguarded release through.

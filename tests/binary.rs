@@ -1,0 +1,110 @@
+//! The shipped binary as a pod runs it: `canary-gate serve` in its own process, JSON logs on
+//! stderr, stopped with SIGTERM. Logs are written by a background thread, so this checks that
+//! what was logged reaches stderr, up to the last line before exit.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{https_post, write_pair, TestCa};
+use serde_json::Value;
+
+const REVIEW: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/admission/21-managed-update-image-kubectl-apply.mutate.json"
+);
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Kills the server if the test fails half-way.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The next JSON log line whose message is `message`; panics after `WAIT`.
+fn line_with(lines: &mpsc::Receiver<Value>, message: &str) -> Value {
+    loop {
+        match lines.recv_timeout(WAIT) {
+            Ok(line) if line["fields"]["message"] == message => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no log line {message:?} on stderr ({e})"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_logs_reach_stderr_up_to_the_last_line() {
+    common::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new("binary-test-ca");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    write_pair(&cert, &key, &ca.serving_pair());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canary-gate"))
+        .args(["serve", "--no-analyzer", "--log-format", "json"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("canary-gate starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let server = Server(child);
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let parsed = serde_json::from_str::<Value>(&line)
+                .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {line}"));
+            if tx.send(parsed).is_err() {
+                break;
+            }
+        }
+    });
+
+    let serving = line_with(&lines, "canary-gate serving");
+    let addr = serving["fields"]["webhook_addr"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no webhook_addr in {serving}"));
+    let review = std::fs::read(REVIEW).expect("fixture");
+    let answer = https_post(addr, ca.client(), "/mutate?timeout=10s", review.into())
+        .await
+        .expect("webhook answers");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+
+    // The admission is logged with its span, as it happened.
+    let patched = line_with(&lines, "patched");
+    assert_eq!(patched["fields"]["reason"], "rollout_started", "{patched}");
+    // JSON logs keep the object's name: a span field called `name` would clash with the
+    // span's own name.
+    assert_eq!(patched["span"]["name"], "admission", "{patched}");
+    assert_eq!(patched["span"]["object"], "podinfo", "{patched}");
+    assert_eq!(patched["span"]["namespace"], "shop", "{patched}");
+
+    let pid = server.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    // The very last line is written after the servers stopped, just before `run` returns.
+    line_with(&lines, "stopped");
+    let mut server = server;
+    let status = tokio::task::spawn_blocking(move || server.0.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "exit status {status}");
+}
