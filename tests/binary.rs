@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{https_post, write_pair, TestCa};
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{ChildStderr, Command};
 
 const REVIEW: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -18,25 +18,21 @@ const REVIEW: &str = concat!(
 );
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Kills the server if the test fails half-way.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The next JSON log line whose message is `message`; panics after `WAIT`.
-fn line_with(lines: &mpsc::Receiver<Value>, message: &str) -> Value {
-    loop {
-        match lines.recv_timeout(WAIT) {
-            Ok(line) if line["fields"]["message"] == message => return line,
-            Ok(_) => {}
-            Err(e) => panic!("no log line {message:?} on stderr ({e})"),
+/// The next JSON log line whose message is `message`; panics after `WAIT` or at end of output.
+async fn line_with(lines: &mut Lines<BufReader<ChildStderr>>, message: &str) -> Value {
+    let next = async {
+        while let Some(line) = lines.next_line().await.expect("stderr readable") {
+            let parsed = serde_json::from_str::<Value>(&line)
+                .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {line}"));
+            if parsed["fields"]["message"] == message {
+                return parsed;
+            }
         }
-    }
+        panic!("stderr ended without a log line {message:?}")
+    };
+    tokio::time::timeout(WAIT, next)
+        .await
+        .unwrap_or_else(|_| panic!("no log line {message:?} on stderr within {WAIT:?}"))
 }
 
 #[tokio::test]
@@ -58,22 +54,12 @@ async fn serve_logs_reach_stderr_up_to_the_last_line() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("canary-gate starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let server = Server(child);
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let parsed = serde_json::from_str::<Value>(&line)
-                .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {line}"));
-            if tx.send(parsed).is_err() {
-                break;
-            }
-        }
-    });
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
 
-    let serving = line_with(&lines, "canary-gate serving");
+    let serving = line_with(&mut lines, "canary-gate serving").await;
     let addr = serving["fields"]["webhook_addr"]
         .as_str()
         .and_then(|a| a.parse().ok())
@@ -84,27 +70,26 @@ async fn serve_logs_reach_stderr_up_to_the_last_line() {
         .expect("webhook answers");
     assert_eq!(answer.status, 200, "{}", answer.text());
 
-    // The admission is logged with its span, as it happened.
-    let patched = line_with(&lines, "patched");
+    // The admission is logged with its span, as it happened. JSON logs keep the object's
+    // name: a span field called `name` would clash with the span's own name.
+    let patched = line_with(&mut lines, "patched").await;
     assert_eq!(patched["fields"]["reason"], "rollout_started", "{patched}");
-    // JSON logs keep the object's name: a span field called `name` would clash with the
-    // span's own name.
     assert_eq!(patched["span"]["name"], "admission", "{patched}");
     assert_eq!(patched["span"]["object"], "podinfo", "{patched}");
     assert_eq!(patched["span"]["namespace"], "shop", "{patched}");
 
-    let pid = server.0.id().to_string();
+    let pid = child.id().expect("running").to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
+        .await
         .expect("kill runs");
     assert!(killed.success());
     // The very last line is written after the servers stopped, just before `run` returns.
-    line_with(&lines, "stopped");
-    let mut server = server;
-    let status = tokio::task::spawn_blocking(move || server.0.wait())
+    line_with(&mut lines, "stopped").await;
+    let status = tokio::time::timeout(WAIT, child.wait())
         .await
-        .expect("join")
+        .expect("exits after SIGTERM")
         .expect("wait");
     assert!(status.success(), "exit status {status}");
 }
