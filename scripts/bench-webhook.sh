@@ -190,15 +190,20 @@ EOF
   "$WRK" -t 2 -c "$MAX_CONNS" -d "$DURATION" -s "$WORK/$name.lua" "$url" >"$WORK/$name.txt"
 }
 
+# url_of SERVER WEBHOOK_PATH BARE_PATH
+url_of() {
+  case $1 in
+    webhook) echo "https://127.0.0.1:$WEBHOOK_PORT$2" ;;
+    bare) echo "https://127.0.0.1:$BARE_PORT$3" ;;
+    scan) echo "https://127.0.0.1:$SCAN_PORT$3" ;;
+  esac
+}
 for entry in "${KINDS[@]}"; do
   IFS='|' read -r kind wpath bpath _ <<<"$entry"
   for round in $(seq 1 "$ROUNDS"); do
     for server in webhook bare scan; do
-      case $server in
-        webhook) url="https://127.0.0.1:$WEBHOOK_PORT$wpath" pid=$WEBHOOK_PID ;;
-        bare) url="https://127.0.0.1:$BARE_PORT$bpath" pid=$BARE_PID ;;
-        scan) url="https://127.0.0.1:$SCAN_PORT$bpath" pid=$SCAN_PID ;;
-      esac
+      url=$(url_of "$server" "$wpath" "$bpath")
+      case $server in webhook) pid=$WEBHOOK_PID ;; bare) pid=$BARE_PID ;; scan) pid=$SCAN_PID ;; esac
       log "$kind / $server: max throughput, round $round of $ROUNDS ($MAX_CONNS connections, $DURATION)"
       ticks=$(cpu_ticks "$pid")
       if [[ -n "$OHA" ]]; then
@@ -210,7 +215,7 @@ for entry in "${KINDS[@]}"; do
     done
   done
   for server in webhook bare; do
-    if [[ $server == webhook ]]; then url="https://127.0.0.1:$WEBHOOK_PORT$wpath"; else url="https://127.0.0.1:$BARE_PORT$bpath"; fi
+    url=$(url_of "$server" "$wpath" "$bpath")
     if [[ -n "$OHA" ]]; then
       for rate in $RATES; do
         log "$kind / $server: $rate req/s"
