@@ -241,7 +241,7 @@ fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Lines are written by a thread of their own, in batches, so a request never waits on a
     // write(2) to stderr or on a container runtime that drains the pipe slowly: about 10 µs of
-    // CPU per logged admission (bench/webhook-results.md). Not lossy: when 8,192 lines wait
+    // CPU per logged admission (README, Performance). Not lossy: when 8,192 lines wait
     // (the default 128k would hold 4 MiB of slots from the start), logging blocks as a direct
     // write would. The guard flushes them when `run` returns.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
