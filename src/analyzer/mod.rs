@@ -83,6 +83,12 @@ struct Item {
     twin_present: bool,
 }
 
+impl Item {
+    fn key(&self) -> RolloutKey {
+        (self.namespace.clone(), self.name.clone())
+    }
+}
+
 /// What a tick did, for tests and logs.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct TickReport {
@@ -199,7 +205,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             self.retries
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&(it.namespace.clone(), it.name.clone()))
+                .get(&it.key())
                 .is_some_and(|(_, next)| now < *next)
         };
         for (i, it) in items.iter().enumerate() {
@@ -215,7 +221,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         let mut fresh = std::collections::HashSet::new();
         for (i, result) in repairs {
             let it = &items[i];
-            let key = (it.namespace.clone(), it.name.clone());
+            let key = it.key();
             let mut retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
             match result {
                 Ok(wrote) => {
@@ -504,7 +510,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
 
     /// Is the cluster known to match this rollout's state (reconciled by this process)?
     fn in_sync(&self, item: &Item) -> bool {
-        let key = (item.namespace.clone(), item.name.clone());
+        let key = item.key();
         let memo = reconciled_for(&item.state);
         let twin_lost = item.state.phase != Phase::Pending
             && !item.state.phase.is_terminal()
@@ -558,7 +564,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         } else {
             None
         };
-        let key = (item.namespace.clone(), item.name.clone());
+        let key = item.key();
         let obs = Observation {
             twin: item.twin.clone(),
             stable_rolled_out,
