@@ -280,6 +280,10 @@ impl Cluster for Counted {
         let _g = self.count("list deployments (cache)");
         self.inner.deployments().await
     }
+    async fn get_deployment(&self, ns: &str, name: &str) -> Result<Deployment, KubeError> {
+        let _g = self.count("get deployment");
+        self.inner.get_deployment(ns, name).await
+    }
     async fn apply_deployment(&self, d: &Deployment) -> Result<(), KubeError> {
         let _g = self.count("apply deployment");
         self.inner.apply_deployment(d).await

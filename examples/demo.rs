@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use canary_gate::certs::{generate, CertsArgs};
 use canary_gate::cli::{Args, Command};
+use canary_gate::commands::status::bar;
 use canary_gate::rollout::state::Phase;
-use canary_gate::status::bar;
 use clap::Parser;
 use support::scenario::{fixture_path, run_rollout, Env};
 use support::{Profile, SIMULATED_NOTICE};

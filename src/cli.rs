@@ -11,6 +11,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use crate::admission::policy::Policies;
 use crate::admission::WebhookConfig;
 use crate::metrics::Metrics;
+use crate::rollout::state::Action;
 use crate::server::health::Health;
 use crate::server::http::{admin_router, serve_webhook, webhook_router, AppState};
 use crate::server::tls::CertStore;
@@ -42,7 +43,18 @@ pub enum Command {
     /// Keep traffic flowing to a service during canary analysis (replaces a load-test Job).
     Loadtest(crate::loadtest::LoadtestArgs),
     /// Show every rollout: phase, weight, last gate values, age.
-    Status(crate::status::StatusArgs),
+    Status(crate::commands::status::StatusArgs),
+    /// Wait for a rollout to end. Exit code 0 Succeeded, 1 Failed, 2 Cancelled or nothing to
+    /// wait for (not found, not managed, no rollout recorded), 3 timeout, 4 error.
+    Wait(crate::commands::wait::WaitArgs),
+    /// Promote now: skip the remaining analysis and roll the stable Deployment to the canary.
+    Promote(crate::commands::act::ActArgs),
+    /// Roll back now: all traffic to the stable Deployment, delete the canary.
+    Abort(crate::commands::act::ActArgs),
+    /// Freeze the rollout at its weight: no steps, no judgement.
+    Pause(crate::commands::act::ActArgs),
+    /// Continue a paused rollout with a fresh analysis window.
+    Resume(crate::commands::act::ActArgs),
     /// Generate a CA and a serving certificate for the webhook and print the caBundle.
     Certs(crate::certs::CertsArgs),
 }
@@ -211,8 +223,39 @@ impl AnalysisArgs {
     }
 }
 
-/// Entry point from `main`.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// Exit code of any command that failed with an error (cluster unreachable, bad argument):
+/// distinct from the outcomes `wait` and the actions report.
+pub const EXIT_ERROR: u8 = 4;
+
+/// Parses the command line. Run as `kubectl-canary_gate` (a kubectl plugin), usage and help
+/// say `kubectl canary-gate`. Usage errors exit with `EXIT_ERROR`, not clap's 2, which
+/// `wait` reserves for "not released".
+pub fn parse() -> Result<Args, u8> {
+    use clap::CommandFactory as _;
+    use clap::FromArgMatches as _;
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let plugin = std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|f| f.to_string_lossy().starts_with("kubectl-"));
+    let mut command = Args::command();
+    if plugin {
+        command = command.bin_name("kubectl canary-gate");
+    }
+    let parsed = command
+        .try_get_matches()
+        .and_then(|mut m| Args::from_arg_matches_mut(&mut m));
+    parsed.map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            EXIT_ERROR
+        } else {
+            0
+        }
+    })
+}
+
+/// Entry point from `main`: the process exit code.
+pub async fn run(args: Args) -> anyhow::Result<u8> {
     // Held to the end: dropping it flushes the log lines still queued.
     let _log_writer = init_tracing(args.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -221,24 +264,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let summary = crate::loadtest::run(args).await?;
             use std::io::Write as _;
             write!(std::io::stdout().lock(), "{summary}")?;
-            Ok(())
+            Ok(0)
         }
-        Command::Status(args) => crate::status::run(args).await,
-        Command::Certs(args) => crate::certs::run(args),
+        Command::Status(args) => crate::commands::status::run(args).await.map(|()| 0),
+        Command::Wait(args) => crate::commands::wait::run(args).await,
+        Command::Promote(args) => crate::commands::act::run(Action::Promote, args).await,
+        Command::Abort(args) => crate::commands::act::run(Action::Abort, args).await,
+        Command::Pause(args) => crate::commands::act::run(Action::Pause, args).await,
+        Command::Resume(args) => crate::commands::act::run(Action::Resume, args).await,
+        Command::Certs(args) => crate::certs::run(args).map(|()| 0),
         Command::Serve(serve) => {
             let running = start(*serve).await?;
             shutdown_signal().await;
             tracing::info!("shutting down");
             running.stop().await;
             tracing::info!("stopped");
-            Ok(())
+            Ok(0)
         }
     }
 }
 
 fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Lines are written by a thread of their own, in batches, so a request never waits on a
     // write(2) to stderr or on a container runtime that drains the pipe slowly: about 10 µs of
     // CPU per logged admission (README, Performance). Not lossy: when 8,192 lines wait
@@ -253,16 +299,33 @@ fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
             std::io::stderr(),
         ));
     // Colour codes only for a person at a terminal, never into log files or collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = init_logs(format, ansi, writer);
+    guard
+}
+
+/// Installs the process's log subscriber writing to `writer`: the one formatting of every
+/// log line (the tests that check JSON lines install this same one).
+pub fn init_logs<W>(
+    format: LogFormat,
+    ansi: bool,
+    writer: W,
+) -> Result<(), tracing_subscriber::util::TryInitError>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .with_writer(writer);
-    // A second init (tests) is harmless: keep the first subscriber.
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-    guard
+    match format {
+        LogFormat::Json => builder.json().finish().try_init(),
+        LogFormat::Text => builder.finish().try_init(),
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,8 +1,18 @@
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use std::process::ExitCode;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    canary_gate::cli::run(canary_gate::cli::Args::parse()).await
+async fn main() -> ExitCode {
+    let args = match canary_gate::cli::parse() {
+        Ok(args) => args,
+        Err(code) => return ExitCode::from(code),
+    };
+    match canary_gate::cli::run(args).await {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(canary_gate::cli::EXIT_ERROR)
+        }
+    }
 }

@@ -1,126 +1,34 @@
-//! Checks canary-gate's typed Istio VirtualService against Istio's own CRD schema
-//! (`../shared/istio/crds.yaml`, read at test time) with a small structural validator.
+//! Checks canary-gate's typed Istio VirtualService against Istio's own CRD schema (found by
+//! `common::crds::istio_crds_path()`: `ISTIO_CRDS`, `../shared/istio/crds.yaml` or what
+//! `make crds` fetched) with the structural validator in `common::schema`.
+
+mod common;
 
 use canary_gate::istio::VirtualService;
 use canary_gate::rollout::routes::{created_virtual_service, split_http};
-use serde::Deserialize;
+use common::crds::istio_crds_path;
+use common::schema::{crd_version, object_errors, open_api_schema};
 use serde_json::{json, Value};
 
-const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/istio/crds.yaml");
 const CRD_NAME: &str = "virtualservices.networking.istio.io";
 
 /// The VirtualService CRD document as JSON.
 fn crd() -> Value {
-    let text = std::fs::read_to_string(CRDS).unwrap_or_else(|e| panic!("reading {CRDS}: {e}"));
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v = Value::deserialize(doc).expect("YAML document");
-        if v["kind"] == "CustomResourceDefinition" && v["metadata"]["name"] == CRD_NAME {
-            return v;
-        }
-    }
-    panic!("{CRD_NAME} not found in {CRDS}");
-}
-
-fn v1_version(crd: &Value) -> &Value {
-    crd["spec"]["versions"]
-        .as_array()
-        .expect("versions")
-        .iter()
-        .find(|v| v["name"] == "v1")
-        .expect("version v1")
+    common::schema::crd(&istio_crds_path(), CRD_NAME)
 }
 
 /// `schema.openAPIV3Schema` of the v1 version.
 fn schema() -> Value {
-    v1_version(&crd())["schema"]["openAPIV3Schema"].clone()
-}
-
-/// Structural check of `v` against schema node `s`; every problem is pushed to `errs`.
-fn validate(s: &Value, v: &Value, path: &str, errs: &mut Vec<String>) {
-    if v.is_null() && s["nullable"] == true {
-        return;
-    }
-    let ok = match s["type"].as_str() {
-        None => true,
-        Some("object") => v.is_object(),
-        Some("array") => v.is_array(),
-        Some("string") => v.is_string(),
-        Some("integer") => v.is_i64() || v.is_u64(),
-        Some("number") => v.is_number(),
-        Some("boolean") => v.is_boolean(),
-        Some(t) => {
-            errs.push(format!("{path}: unsupported schema type {t}"));
-            return;
-        }
-    };
-    if !ok {
-        errs.push(format!("{path}: expected {}, got {v}", s["type"]));
-        return;
-    }
-    if let Some(n) = v.as_i64().or_else(|| v.as_u64().map(|u| u as i64)) {
-        let (lo, hi) = if s["format"] == "int32" {
-            (i64::from(i32::MIN), i64::from(i32::MAX))
-        } else {
-            (i64::MIN, i64::MAX)
-        };
-        let min = s["minimum"].as_i64().unwrap_or(lo).max(lo);
-        let max = s["maximum"].as_i64().unwrap_or(hi).min(hi);
-        if n < min || n > max || (v.is_u64() && v.as_i64().is_none() && s["format"] == "int32") {
-            errs.push(format!("{path}: {n} outside [{min}, {max}]"));
-        }
-    }
-    if let Some(items) = v.as_array() {
-        if let Some(item_schema) = s.get("items") {
-            for (i, item) in items.iter().enumerate() {
-                validate(item_schema, item, &format!("{path}[{i}]"), errs);
-            }
-        }
-    }
-    let Some(obj) = v.as_object() else { return };
-    for req in s["required"].as_array().into_iter().flatten() {
-        let req = req.as_str().unwrap_or_default();
-        if !obj.contains_key(req) {
-            errs.push(format!("{path}: missing required field {req}"));
-        }
-    }
-    let props = s["properties"].as_object();
-    let additional = s.get("additionalProperties");
-    let preserve = s["x-kubernetes-preserve-unknown-fields"] == true;
-    for (k, child) in obj {
-        let child_path = format!("{path}.{k}");
-        match (props.and_then(|p| p.get(k)), additional) {
-            (Some(ps), _) => validate(ps, child, &child_path, errs),
-            (None, Some(Value::Object(a))) => {
-                validate(&Value::Object(a.clone()), child, &child_path, errs)
-            }
-            (None, Some(Value::Bool(true))) => {}
-            _ if preserve => {}
-            _ => errs.push(format!("{child_path}: unknown field")),
-        }
-    }
+    open_api_schema(&crd(), "v1")
 }
 
 fn errors(spec_schema: &Value, spec: &Value) -> Vec<String> {
-    let mut errs = Vec::new();
-    validate(spec_schema, spec, "spec", &mut errs);
-    errs
+    common::schema::errors(spec_schema, spec, "spec")
 }
 
 /// Validates a serialized VirtualService: `spec` strictly, the rest loosely.
 fn assert_valid_vs(schema: &Value, vs: &Value) {
-    assert_eq!(vs["apiVersion"], "networking.istio.io/v1", "{vs}");
-    assert_eq!(vs["kind"], "VirtualService", "{vs}");
-    let meta = &vs["metadata"];
-    assert!(meta["name"].is_string(), "metadata.name: {meta}");
-    for key in ["labels", "annotations"] {
-        if let Some(m) = meta.get(key) {
-            let m = m
-                .as_object()
-                .unwrap_or_else(|| panic!("metadata.{key}: {m}"));
-            assert!(m.values().all(Value::is_string), "metadata.{key}: {m:?}");
-        }
-    }
-    let errs = errors(&schema["properties"]["spec"], &vs["spec"]);
+    let errs = object_errors(schema, vs, "networking.istio.io/v1", "VirtualService");
     assert!(errs.is_empty(), "schema errors: {errs:#?}\nin {vs:#}");
 }
 
@@ -243,6 +151,11 @@ fn validator_rejects_wrong_type_and_unknown_field() {
         "{errs:?}"
     );
     assert!(errs.iter().any(|e| e.contains("weight")), "{errs:?}");
+
+    let protocol = json!({"type": "string", "enum": ["HTTP", "HTTPS"]});
+    assert!(common::schema::errors(&protocol, &json!("HTTP"), "p").is_empty());
+    let errs = common::schema::errors(&protocol, &json!("HTPP"), "p");
+    assert!(errs.iter().any(|e| e.contains("is not one of")), "{errs:?}");
 }
 
 #[test]
@@ -254,12 +167,65 @@ fn crd_identity_matches_kube_resource() {
         crd["spec"]["names"]["kind"],
         VirtualService::kind(&()).as_ref()
     );
-    let version = v1_version(&crd);
+    let version = crd_version(&crd, "v1");
     assert_eq!(version["name"], VirtualService::version(&()).as_ref());
     assert_eq!(version["served"], true);
     assert_eq!(crd["spec"]["scope"], "Namespaced");
     assert_eq!(
         crd["spec"]["names"]["plural"],
         VirtualService::plural(&()).as_ref()
+    );
+}
+
+#[test]
+fn crd_locations_resolve_env_then_shared_then_fetched() {
+    use common::crds::{resolve, ISTIO_CRDS_MISSING};
+    use std::path::Path;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env_file = dir.path().join("env.yaml");
+    let shared = dir.path().join("shared.yaml");
+    let fetched = dir.path().join("fetched.yaml");
+    let candidates = [shared.clone(), fetched.clone()];
+    let run = |env: Option<&Path>| {
+        resolve(
+            "ISTIO_CRDS",
+            env.map(Path::to_path_buf),
+            &candidates,
+            Path::is_file,
+            ISTIO_CRDS_MISSING,
+        )
+    };
+
+    // Nothing anywhere: the one line that says what to set.
+    let err = run(None).expect_err("nothing to find");
+    assert_eq!(err, ISTIO_CRDS_MISSING);
+    assert!(
+        !err.contains('\n') && err.contains("set ISTIO_CRDS="),
+        "{err}"
+    );
+    // A variable naming nothing is an error, not a silent fallback.
+    let err = run(Some(&env_file)).expect_err("env names a missing file");
+    assert!(
+        err.starts_with("ISTIO_CRDS=") && err.contains("set ISTIO_CRDS="),
+        "{err}"
+    );
+
+    std::fs::write(&fetched, "x").expect("write");
+    assert_eq!(
+        run(None),
+        Ok(fetched.clone()),
+        "the fetched copy as the last resort"
+    );
+    std::fs::write(&shared, "x").expect("write");
+    assert_eq!(
+        run(None),
+        Ok(shared.clone()),
+        "../shared before the fetched copy"
+    );
+    std::fs::write(&env_file, "x").expect("write");
+    assert_eq!(
+        run(Some(&env_file)),
+        Ok(env_file.clone()),
+        "the variable first"
     );
 }

@@ -1064,6 +1064,9 @@ impl Cluster for Replica {
     async fn deployments(&self) -> Result<Vec<Arc<Deployment>>, KubeError> {
         self.inner.deployments().await
     }
+    async fn get_deployment(&self, ns: &str, name: &str) -> Result<Deployment, KubeError> {
+        self.inner.get_deployment(ns, name).await
+    }
     async fn apply_deployment(&self, d: &Deployment) -> Result<(), KubeError> {
         self.wrote();
         self.inner.apply_deployment(d).await

@@ -640,7 +640,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                     reason,
                     message,
                 } => {
-                    tracing::info!(reason, message = %message, "rollout event");
+                    tracing::info!(reason, detail = %message, "rollout event");
                     if let Err(e) = self
                         .cluster
                         .event(&item.deployment, kind.clone(), reason, message)

@@ -22,6 +22,52 @@ use crate::rollout::machine::EventType;
 
 pub const FIELD_MANAGER: &str = "canary-gate";
 
+/// Why no client could be built for the CLI's commands.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot read the kubeconfig{}: {source}", .path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Kubeconfig {
+        path: Option<std::path::PathBuf>,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no cluster found (in-cluster config, $KUBECONFIG or ~/.kube/config; or pass --kubeconfig/--context): {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A client the way kubectl resolves one: `--kubeconfig` and `--context` when given, else
+/// `$KUBECONFIG` or `~/.kube/config`, else the pod's ServiceAccount. Also returns the
+/// namespace the context defaults to, for commands given a bare Deployment name.
+pub async fn connect(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<(Client, String), ConnectError> {
+    use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+    let config = if kubeconfig.is_some() || context.is_some() {
+        let kubeconfig_error = |source| ConnectError::Kubeconfig {
+            path: kubeconfig.map(Into::into),
+            source,
+        };
+        let file = match kubeconfig {
+            Some(path) => Kubeconfig::read_from(path),
+            None => Kubeconfig::read(),
+        }
+        .map_err(kubeconfig_error)?;
+        let options = KubeConfigOptions {
+            context: context.map(Into::into),
+            ..KubeConfigOptions::default()
+        };
+        Config::from_custom_kubeconfig(file, &options)
+            .await
+            .map_err(kubeconfig_error)?
+    } else {
+        Config::infer().await?
+    };
+    let namespace = config.default_namespace.clone();
+    Ok((Client::try_from(config)?, namespace))
+}
+
 #[derive(Clone)]
 pub struct KubeCluster {
     client: Client,
@@ -77,6 +123,17 @@ impl KubeCluster {
         )
     }
 
+    /// Deployments straight from the API server (one namespace, or all), for `status`.
+    pub async fn list_deployments(&self, ns: Option<&str>) -> Result<Vec<Deployment>, KubeError> {
+        let api: Api<Deployment> = match ns {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        self.call("list deployments", api.list(&ListParams::default()))
+            .await
+            .map(|l| l.items)
+    }
+
     pub async fn wait_ready(&self) {
         let _ = self.deployments.wait_until_ready().await;
     }
@@ -110,6 +167,11 @@ impl KubeCluster {
 impl Cluster for KubeCluster {
     async fn deployments(&self) -> Result<Vec<Arc<Deployment>>, KubeError> {
         Ok(self.deployments.state())
+    }
+
+    async fn get_deployment(&self, ns: &str, name: &str) -> Result<Deployment, KubeError> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        self.call("get deployment", api.get(name)).await
     }
 
     async fn apply_deployment(&self, d: &Deployment) -> Result<(), KubeError> {

@@ -203,6 +203,10 @@ impl Cluster for MemoryCluster {
         Ok(self.lock().deployments.values().cloned().collect())
     }
 
+    async fn get_deployment(&self, ns: &str, name: &str) -> Result<Deployment, KubeError> {
+        self.deployment(ns, name).ok_or(KubeError::NotFound)
+    }
+
     async fn apply_deployment(&self, d: &Deployment) -> Result<(), KubeError> {
         let k = meta_key(&d.metadata);
         let mut inner = self.write("apply deployment", &format!("{}/{}", k.0, k.1))?;

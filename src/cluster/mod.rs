@@ -33,6 +33,13 @@ pub trait Cluster: Send + Sync + 'static {
     /// Every Deployment (the real implementation reads a watch-fed cache).
     /// The watch cache's objects, shared: a tick over thousands of Deployments copies none.
     fn deployments(&self) -> impl Future<Output = Result<Vec<Arc<Deployment>>, KubeError>> + Send;
+    /// One Deployment read from the API server, not the cache: the CLI's commands see what
+    /// the analyzer will see next.
+    fn get_deployment(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Deployment, KubeError>> + Send;
     /// Server-side apply with canary-gate's field manager.
     fn apply_deployment(
         &self,

@@ -175,14 +175,20 @@ impl Machine {
     /// Returns true when the action decided this tick.
     fn manual(&mut self, action: Action, obs: &Observation, settings: &Settings) -> bool {
         let phase = self.s.phase;
+        if !action.applies_in(phase) {
+            self.event(
+                EventType::Warning,
+                "ActionIgnored",
+                format!("action {} ignored in phase {phase}", action.as_str()),
+            );
+            return false;
+        }
         match action {
-            Action::Abort if !phase.is_terminal() => {
+            Action::Abort => {
                 self.rollback("aborted by hand (canary-gate.io/action=abort)".into());
                 true
             }
-            Action::Promote
-                if matches!(phase, Phase::Pending | Phase::Progressing | Phase::Paused) =>
-            {
+            Action::Promote => {
                 // While the stable Deployment rolls, the canary carries as much traffic as a
                 // rollout ever gives it, but only if its pods can answer: a promote issued
                 // while the twin starts must not send half the traffic to no endpoints.
@@ -196,7 +202,7 @@ impl Machine {
                 self.promote(message);
                 true
             }
-            Action::Pause if matches!(phase, Phase::Pending | Phase::Progressing) => {
+            Action::Pause => {
                 self.s.paused_from = Some(phase);
                 self.enter(Phase::Paused);
                 self.effects.push(Effect::Decision("pause"));
@@ -210,7 +216,7 @@ impl Machine {
                 );
                 true
             }
-            Action::Resume if phase == Phase::Paused => {
+            Action::Resume => {
                 let back = self.s.paused_from.take().unwrap_or(Phase::Progressing);
                 self.enter(back);
                 // A fresh window: what happened while paused is not judged.
@@ -225,14 +231,6 @@ impl Machine {
                     format!("resumed at {weight} %"),
                 );
                 true
-            }
-            _ => {
-                self.event(
-                    EventType::Warning,
-                    "ActionIgnored",
-                    format!("action {} ignored in phase {phase}", action.as_str()),
-                );
-                false
             }
         }
     }

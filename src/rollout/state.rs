@@ -93,6 +93,17 @@ impl Action {
         }
     }
 
+    /// Whether a rollout in `phase` takes this action. The analyzer ignores any other (with
+    /// an `ActionIgnored` event); the CLI refuses it up front with the reason.
+    pub fn applies_in(self, phase: Phase) -> bool {
+        match self {
+            Action::Abort => !phase.is_terminal(),
+            Action::Promote => matches!(phase, Phase::Pending | Phase::Progressing | Phase::Paused),
+            Action::Pause => matches!(phase, Phase::Pending | Phase::Progressing),
+            Action::Resume => phase == Phase::Paused,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Promote => "promote",

@@ -187,7 +187,7 @@ fn decide(
         Endpoint::Mutate => match mutate::decide(&request, &state.config, Timestamp::now()) {
             Mutation::Pass { reason } => (base, "allowed", reason),
             Mutation::Deny { reason, message } => {
-                tracing::info!(reason, %message, "denied");
+                tracing::info!(reason, detail = %message, "denied");
                 (base.deny(message), "denied", reason)
             }
             Mutation::Patch {
@@ -213,7 +213,7 @@ fn decide(
         Endpoint::Validate => match validate::decide(&request, &state.config) {
             Validation::Allow { reason } => (base, "allowed", reason),
             Validation::Deny { reason, message } => {
-                tracing::info!(reason, %message, "denied");
+                tracing::info!(reason, detail = %message, "denied");
                 (base.deny(message), "denied", reason)
             }
         },

@@ -3,6 +3,9 @@
 //! clients that trust only the test CA.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod crds;
+pub mod schema;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -111,7 +114,12 @@ pub fn write_pair(cert_path: &Path, key_path: &Path, (cert, key): &(String, Stri
 
 /// `canary-gate serve ...` parsed by the real clap definition.
 pub fn serve_args(cert: &Path, key: &Path) -> ServeArgs {
-    let args = Args::try_parse_from([
+    serve_args_with(cert, key, &[])
+}
+
+/// [`serve_args`] plus `extra` flags (e.g. `--policy-require-resource-requests=true`).
+pub fn serve_args_with(cert: &Path, key: &Path, extra: &[String]) -> ServeArgs {
+    let base: [&std::ffi::OsStr; 13] = [
         "canary-gate".as_ref(),
         "serve".as_ref(),
         "--listen".as_ref(),
@@ -125,7 +133,11 @@ pub fn serve_args(cert: &Path, key: &Path) -> ServeArgs {
         "--no-analyzer".as_ref(),
         "--tls-reload-interval".as_ref(),
         "200ms".as_ref(),
-    ])
+    ];
+    let args = Args::try_parse_from(
+        base.into_iter()
+            .chain(extra.iter().map(|f| std::ffi::OsStr::new(f.as_str()))),
+    )
     .expect("serve arguments parse");
     let Command::Serve(serve) = args.command else {
         panic!("`serve` did not parse as Command::Serve");
@@ -144,13 +156,27 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with_flags(&[]).await
+    }
+
+    /// Like [`TestServer::start`], with `extra` flags on the `serve` command line.
+    pub async fn start_with_flags(extra: &[String]) -> Self {
         install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = TestCa::new("canary-gate test CA");
         let cert_path = dir.path().join("tls.crt");
         let key_path = dir.path().join("tls.key");
         write_pair(&cert_path, &key_path, &ca.serving_pair());
-        Self::start_with(ca, cert_path, key_path, dir).await
+        let running = cli::start(serve_args_with(&cert_path, &key_path, extra))
+            .await
+            .unwrap_or_else(|e| panic!("canary-gate serve did not start: {e:#}"));
+        TestServer {
+            running,
+            ca,
+            cert_path,
+            key_path,
+            dir,
+        }
     }
 
     /// Starts on files the caller prepared (e.g. a Secret-volume-like symlink layout).

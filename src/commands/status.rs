@@ -6,16 +6,25 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 
+use super::target::KubeArgs;
 use crate::rollout::state::RolloutState;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatusArgs {
-    /// Only this namespace (default: all).
-    #[arg(long, short = 'n', env = "CANARY_GATE_STATUS_NAMESPACE")]
-    pub namespace: Option<String>,
     /// Redraw every 2 seconds until interrupted.
     #[arg(long, short = 'w')]
     pub watch: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// The last gate values and the message, as `status` and `wait` show them.
+pub fn detail(s: &RolloutState) -> String {
+    if s.gates.is_empty() {
+        s.message.clone()
+    } else {
+        format!("{} — {}", s.gates, s.message)
+    }
 }
 
 /// `[#####.....]` for a weight out of 100.
@@ -49,11 +58,6 @@ pub fn render(deployments: &[Deployment], now: Timestamp) -> String {
         let Ok(s) = RolloutState::from_annotations(&annotations) else {
             continue;
         };
-        let detail = if s.gates.is_empty() {
-            s.message.clone()
-        } else {
-            format!("{} — {}", s.gates, s.message)
-        };
         rows.push([
             d.metadata.namespace.clone().unwrap_or_default(),
             d.metadata.name.clone().unwrap_or_default(),
@@ -61,7 +65,7 @@ pub fn render(deployments: &[Deployment], now: Timestamp) -> String {
             format!("{} {:>3}%", bar(s.weight, 10), s.weight),
             s.failed_checks.to_string(),
             age(s.started_at, now),
-            detail,
+            detail(&s),
         ]);
     }
     if rows.len() == 1 {
@@ -82,20 +86,14 @@ pub fn render(deployments: &[Deployment], now: Timestamp) -> String {
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    use kube::api::{Api, ListParams};
     use std::io::Write as _;
-    let client = kube::Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!("no cluster reachable (KUBECONFIG or in-cluster config): {e}")
-    })?;
-    let api: Api<Deployment> = match &args.namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+    let (cluster, _) = args.kube.open().await?;
+    // An overview: every namespace unless --namespace names one.
     loop {
-        let list = tokio::time::timeout(Duration::from_secs(10), api.list(&ListParams::default()))
-            .await
-            .map_err(|_| anyhow::anyhow!("listing deployments timed out after 10s"))??;
-        let table = render(&list.items, Timestamp::now());
+        let list = cluster
+            .list_deployments(args.kube.namespace.as_deref())
+            .await?;
+        let table = render(&list, Timestamp::now());
         // `write!` instead of `print!`: a closed pipe (`| head`) is an error, not a panic.
         let mut out = std::io::stdout().lock();
         if args.watch {
