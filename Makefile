@@ -34,8 +34,8 @@ image:
 	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
 	  -t $(IMAGE):$(VERSION) .
 
-## The static binary: no interpreter, no NEEDED, runs alone in an empty chroot (--version,
-## certs, name resolution through /etc/hosts); the Dockerfile's shape.
+## The static binary: no interpreter, no NEEDED, runs alone in an empty read-only chroot
+## (--version, certs, serve, name resolution via /etc/hosts and DNS); the Dockerfile's shape.
 static-check:
 	bash scripts/check-static.sh
 
@@ -134,8 +134,11 @@ chart-package:
 ## The main job on a machine with no cluster: the webhook answers a captured kubectl apply,
 ## then a healthy canary is promoted and a broken one rolled back against a real local
 ## Prometheus fed with SIMULATED mesh traffic.
+## DEMO_ARGS="--serve-dashboard 300s" keeps the web dashboard up after the rollouts (its URL
+## is printed; --dashboard-listen ADDR, default 127.0.0.1:8080). Without it the demo ends.
+DEMO_ARGS ?=
 demo: deps
-	$(CARGO) run --quiet --example demo
+	$(CARGO) run --quiet --example demo -- $(DEMO_ARGS)
 
 ## Decision quality of the judgement vs a Flagger-style threshold policy (simulated traffic).
 bench-judgement:

@@ -550,7 +550,7 @@ async fn bench(
     // 4. The analyzer, for the duration; /proc sampled every second.
     let (_leader_tx, leader_rx) = tokio::sync::watch::channel(true);
     let run_started = Instant::now();
-    let task = tokio::spawn(analyzer.clone().run(TICK, leader_rx));
+    let task = tokio::spawn(analyzer.clone().run(TICK, leader_rx, None));
     let mut samples = vec![Probe::read_self()];
     let mut sampler = tokio::time::interval(Duration::from_secs(1));
     sampler.tick().await;

@@ -160,6 +160,27 @@ render overrides --set fullnameOverride=cg --set replicaCount=1 \
   --set webhook.timeoutSeconds=10 --set 'webhook.excludeNamespaces={istio-system}' \
   --set image.tag=0.2.0
 
+# Grafana dashboard ConfigMap (grafanaDashboard.*): off by default; when on, labelled for
+# the Grafana sidecar and carrying dashboards/canary-gate.json unchanged.
+render grafana-dashboard --set grafanaDashboard.enabled=true \
+  --set grafanaDashboard.namespace=monitoring --set grafanaDashboard.labels.team=platform
+if out=$("${PY[@]}" - "$OUT/default.yaml" "$OUT/grafana-dashboard.yaml" "$CHART/dashboards/canary-gate.json" <<'PY' 2>&1
+import json, sys, yaml
+load = lambda f: [d for d in yaml.safe_load_all(open(f)) if d]
+dash = lambda docs: [d for d in docs if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"].get("labels", {})]
+assert not dash(load(sys.argv[1])), "default render has a Grafana dashboard ConfigMap"
+[cm] = dash(load(sys.argv[2]))
+meta = cm["metadata"]
+assert meta["labels"]["grafana_dashboard"] == "1" and meta["labels"]["team"] == "platform", meta["labels"]
+assert meta["namespace"] == "monitoring", meta["namespace"]
+assert json.loads(cm["data"]["canary-gate.json"]) == json.load(open(sys.argv[3])), "dashboard JSON altered"
+PY
+); then
+  pass "grafanaDashboard: no ConfigMap by default; enabled: labelled grafana_dashboard=\"1\", namespace and labels honoured, JSON intact"
+else
+  fail "grafanaDashboard ConfigMap"; echo "$out" | indent
+fi
+
 # tls.mode=helm on upgrade: helm template never runs lookup, so render a copy
 # of the chart whose lookup is replaced by a Secret "found" in the cluster (the
 # default render's) and check that it is reused instead of regenerated.

@@ -69,6 +69,17 @@ pub struct ServeArgs {
     pub policy: PolicyArgs,
     #[command(flatten)]
     pub analyzer: AnalyzerArgs,
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
+}
+
+#[derive(Debug, Clone, ClapArgs)]
+#[command(next_help_heading = "Dashboard")]
+pub struct DashboardArgs {
+    /// Do not serve the web dashboard (`/`, `/rollouts/...`, `/api/rollouts`) on the admin
+    /// port. The admin port is unauthenticated: keep it cluster-internal.
+    #[arg(long, env = "CANARY_GATE_NO_DASHBOARD", default_value_t = false)]
+    pub no_dashboard: bool,
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -167,6 +178,11 @@ pub struct AnalyzerArgs {
     /// Timeout of one Prometheus query.
     #[arg(long, env = "CANARY_GATE_PROMETHEUS_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
     pub prometheus_timeout: Duration,
+    /// How often Progressing canaries are judged between checks, for an early rollback on
+    /// decisive evidence (the bake time per step stays the interval). About the Prometheus
+    /// scrape interval; 0s turns it off.
+    #[arg(long, env = "CANARY_GATE_PEEK_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
+    pub peek_interval: Duration,
     /// Timeout of one Kubernetes API call.
     #[arg(long, env = "CANARY_GATE_KUBE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub kube_timeout: Duration,
@@ -383,10 +399,13 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         .context("cannot start the webhook without a valid serving certificate (see certs/README.md or `canary-gate certs`)")?;
     health.set_tls(true);
 
+    let dashboard = (!args.dashboard.no_dashboard)
+        .then(|| Arc::new(crate::dashboard::Dashboard::new(args.analysis.defaults())));
     let state = AppState {
         config: Arc::new(args.webhook_config()),
         metrics: metrics.clone(),
         health: health.clone(),
+        dashboard: dashboard.clone(),
     };
     let webhook_listener = std::net::TcpListener::bind(args.webhook.listen)
         .with_context(|| format!("cannot listen on {} (--listen)", args.webhook.listen))?;
@@ -431,14 +450,18 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
 
     if args.analyzer.no_analyzer {
         health.set_analyzer("disabled (--no-analyzer)");
+        if let Some(d) = &dashboard {
+            d.set_missing("the analyzer is disabled (--no-analyzer): no cluster to read");
+        }
     } else {
         tasks.push(tokio::spawn(crate::analyzer::run::start_in_cluster(
             args.clone(),
             metrics.clone(),
             health.clone(),
+            dashboard.clone(),
         )));
     }
-    tracing::info!(%webhook_addr, %admin_addr, analyzer = !args.analyzer.no_analyzer, "canary-gate serving");
+    tracing::info!(%webhook_addr, %admin_addr, analyzer = !args.analyzer.no_analyzer, dashboard = dashboard.is_some(), "canary-gate serving");
     Ok(Running {
         webhook_addr,
         admin_addr,

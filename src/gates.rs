@@ -10,6 +10,11 @@ use crate::rollout::machine::{Analysis, Verdict};
 use crate::rollout::state::Counts;
 use crate::settings::{fmt_num, promql_duration, CustomGate, Settings};
 
+/// Canary requests a window must be expected to carry (from the stable's traffic and the
+/// weight) before a window without any counts as "no data": Poisson(5) is 0 in 0.7 % of
+/// windows, so ten such windows in a row never come from low traffic alone.
+pub const EXPECTED_CANARY_REQUESTS: f64 = 5.0;
+
 /// A workload as Istio labels it (`destination_workload_namespace`, `destination_workload`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Workload {
@@ -54,23 +59,52 @@ fn le_alternatives(les: &[f64]) -> String {
     parts.join("|")
 }
 
-pub fn batch_queries(window: Duration, workloads: &[Workload], les: &[f64]) -> BatchQueries {
-    let namespaces = regex_alternatives(workloads.iter().map(|w| w.namespace.as_str()));
-    let names = regex_alternatives(workloads.iter().map(|w| w.workload.as_str()));
-    let selector = format!(
-        "reporter=\"destination\",destination_workload_namespace=~\"{namespaces}\",destination_workload=~\"{names}\""
-    );
-    let range = promql_duration(window);
+/// The built-in queries for every workload to be measured in one tick: one query per
+/// measurement however many rollouts and windows. Each `(window, workloads)` group and
+/// namespace is one branch, joined with `or`; a workload belongs to one rollout and so to one
+/// branch, which keeps the branches disjoint (`or` would keep the first of two equal series).
+pub fn batch_queries(groups: &[(Duration, Vec<Workload>)], les: &[f64]) -> BatchQueries {
+    let mut branches: Vec<(String, String)> = Vec::new();
+    for (window, workloads) in groups {
+        let mut by_namespace: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for w in workloads {
+            by_namespace
+                .entry(w.namespace.as_str())
+                .or_default()
+                .push(w.workload.as_str());
+        }
+        for (namespace, names) in by_namespace {
+            let namespace = regex_alternatives(std::iter::once(namespace));
+            let names = regex_alternatives(names.into_iter());
+            branches.push((
+                format!(
+                    "reporter=\"destination\",destination_workload_namespace=~\"{namespace}\",destination_workload=~\"{names}\""
+                ),
+                promql_duration(*window),
+            ));
+        }
+    }
+    let join = |one: &dyn Fn(&str, &str) -> String| {
+        branches
+            .iter()
+            .map(|(selector, range)| one(selector, range))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    let les = le_alternatives(les);
     BatchQueries {
-        requests: format!("sum by ({BY}) (increase(istio_requests_total{{{selector}}}[{range}]))"),
-        errors: format!("sum by ({BY}) (increase(istio_requests_total{{{selector},response_code=~\"5..\"}}[{range}]))"),
-        p99: format!(
-            "histogram_quantile(0.99, sum by ({BY}, le) (rate(istio_request_duration_milliseconds_bucket{{{selector}}}[{range}])))"
-        ),
-        buckets: format!(
-            "sum by ({BY}, le) (increase(istio_request_duration_milliseconds_bucket{{{selector},le=~\"{}\"}}[{range}]))",
-            le_alternatives(les)
-        ),
+        requests: join(&|sel, range| {
+            format!("sum by ({BY}) (increase(istio_requests_total{{{sel}}}[{range}]))")
+        }),
+        errors: join(&|sel, range| {
+            format!("sum by ({BY}) (increase(istio_requests_total{{{sel},response_code=~\"5..\"}}[{range}]))")
+        }),
+        p99: join(&|sel, range| {
+            format!("histogram_quantile(0.99, sum by ({BY}, le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{range}])))")
+        }),
+        buckets: join(&|sel, range| {
+            format!("sum by ({BY}, le) (increase(istio_request_duration_milliseconds_bucket{{{sel},le=~\"{les}\"}}[{range}]))")
+        }),
     }
 }
 
@@ -216,7 +250,14 @@ pub fn judge_config(settings: &Settings) -> JudgeConfig {
 }
 
 /// Judges one window. `prior` are the cumulative counts before it.
-pub fn evaluate(settings: &Settings, prior: Counts, data: Result<WindowData, String>) -> Analysis {
+/// Judges one window on top of the cumulative `prior` counts; `weight` is the canary's share
+/// (percent) while the window ran, to tell low traffic from traffic that does not arrive.
+pub fn evaluate(
+    settings: &Settings,
+    weight: u32,
+    prior: Counts,
+    data: Result<WindowData, String>,
+) -> Analysis {
     let data = match data {
         Ok(d) => d,
         Err(reason) => {
@@ -246,10 +287,23 @@ pub fn evaluate(settings: &Settings, prior: Counts, data: Result<WindowData, Str
     };
     let summary = summarize(&counts, &data);
     if window_requests < 0.5 {
-        return Analysis {
-            verdict: Verdict::NoData {
+        // No canary request is only suspicious when the stable's traffic says some were
+        // due: at 1 req/s, a 10 % canary and a 2 s window, none is the likely outcome, and
+        // low traffic must never count towards a rollback.
+        let w = f64::from(weight.min(99));
+        let expected = data.stable.requests.map(|s| s.max(0.0) * w / (100.0 - w));
+        let verdict = match expected {
+            Some(e) if e < EXPECTED_CANARY_REQUESTS => Verdict::NotEnoughData {
+                reason: format!(
+                    "low traffic: no canary request in the window, about {e:.1} expected"
+                ),
+            },
+            _ => Verdict::NoData {
                 reason: "no canary requests in the window (is traffic reaching it?)".into(),
             },
+        };
+        return Analysis {
+            verdict,
             summary,
             counts,
         };
@@ -430,18 +484,25 @@ mod tests {
                 workload: "api.v2".into(),
             },
         ];
-        let q = batch_queries(Duration::from_secs(30), &ws, &[500.0, 1000.0]);
+        let q = batch_queries(&[(Duration::from_secs(30), ws.clone())], &[500.0, 1000.0]);
         assert!(
-            q.requests
-                .contains(r#"destination_workload_namespace=~"pay|shop""#),
+            q.requests.contains(
+                r#"destination_workload_namespace=~"pay",destination_workload=~"api\\.v2"}[30s]"#
+            ),
             "{}",
             q.requests
         );
         assert!(
-            q.requests
-                .contains(r#"destination_workload=~"api\\.v2|podinfo|podinfo-canary""#),
+            q.requests.contains(
+                r#"destination_workload_namespace=~"shop",destination_workload=~"podinfo|podinfo-canary"}[30s]"#
+            ),
             "{}",
             q.requests
+        );
+        assert_eq!(
+            q.requests.matches(" or ").count(),
+            1,
+            "one branch per namespace"
         );
         assert!(q.errors.contains(r#"response_code=~"5..""#));
         assert!(q.p99.starts_with("histogram_quantile(0.99, sum by (destination_workload_namespace, destination_workload, le)"));
@@ -454,6 +515,25 @@ mod tests {
             promql_parser::parser::parse(query).expect("valid PromQL");
             assert!(query.contains("[30s]"));
         }
+
+        // Rollouts with different windows (a check and a peek between checks) share the
+        // same four queries: one branch each.
+        let (a, b) = ws.split_at(2);
+        let q = batch_queries(
+            &[
+                (Duration::from_secs(30), a.to_vec()),
+                (Duration::from_millis(4_500), b.to_vec()),
+            ],
+            &[500.0],
+        );
+        for query in [&q.requests, &q.errors, &q.p99, &q.buckets] {
+            promql_parser::parser::parse(query).expect("valid PromQL");
+            assert!(
+                query.contains("[30s]") && query.contains("[4s500ms]"),
+                "{query}"
+            );
+            assert_eq!(query.matches(" or ").count(), 1, "{query}");
+        }
     }
 
     #[test]
@@ -463,7 +543,7 @@ mod tests {
             stable: [90.0, 0.0],
             ..Default::default()
         };
-        let a = evaluate(&settings(), prior, Err("timeout".into()));
+        let a = evaluate(&settings(), 10, prior, Err("timeout".into()));
         assert!(matches!(a.verdict, Verdict::NoData { .. }));
         assert_eq!(a.counts, prior);
     }
@@ -472,8 +552,32 @@ mod tests {
     fn no_canary_traffic_is_no_data() {
         let a = evaluate(
             &settings(),
+            10,
             Counts::default(),
             window((0.0, 0.0, f64::NAN), (100.0, 0.0, 100.0)),
+        );
+        assert!(matches!(a.verdict, Verdict::NoData { .. }), "{a:?}");
+    }
+
+    #[test]
+    fn no_canary_request_on_low_traffic_only_holds() {
+        // 9 stable requests at a 10 % canary: one canary request expected, none is likely.
+        let a = evaluate(
+            &settings(),
+            10,
+            Counts::default(),
+            window((0.0, 0.0, f64::NAN), (9.0, 0.0, 100.0)),
+        );
+        let Verdict::NotEnoughData { reason } = &a.verdict else {
+            panic!("{a:?}")
+        };
+        assert!(reason.contains("low traffic"), "{reason}");
+        // 45 stable requests at 10 %: five canary requests were due, so none is suspicious.
+        let a = evaluate(
+            &settings(),
+            10,
+            Counts::default(),
+            window((0.0, 0.0, f64::NAN), (45.0, 0.0, 100.0)),
         );
         assert!(matches!(a.verdict, Verdict::NoData { .. }), "{a:?}");
     }
@@ -482,6 +586,7 @@ mod tests {
     fn healthy_canary_with_enough_traffic_passes_and_accumulates() {
         let a = evaluate(
             &settings(),
+            10,
             Counts::default(),
             window((300.0, 0.0, 120.0), (2700.0, 2.0, 110.0)),
         );
@@ -494,6 +599,7 @@ mod tests {
     fn broken_canary_fails_decisively() {
         let a = evaluate(
             &settings(),
+            10,
             Counts::default(),
             window((300.0, 30.0, 120.0), (2700.0, 2.0, 110.0)),
         );
@@ -507,6 +613,7 @@ mod tests {
     fn slow_canary_fails_one_check() {
         let a = evaluate(
             &settings(),
+            10,
             Counts::default(),
             window((300.0, 0.0, 900.0), (2700.0, 2.0, 110.0)),
         );
@@ -527,7 +634,7 @@ mod tests {
         let mut data = window((300.0, 0.0, 900.0), (2700.0, 2.0, 110.0)).expect("ok");
         data.canary.slow = Some([300.0, 45.0]);
         data.stable.slow = Some([2700.0, 5.0]);
-        let a = evaluate(&settings(), Counts::default(), Ok(data.clone()));
+        let a = evaluate(&settings(), 10, Counts::default(), Ok(data.clone()));
         assert!(
             matches!(&a.verdict, Verdict::Fail { decisive: true, reason } if reason.contains("slower than 500 ms")),
             "{a:?}"
@@ -539,7 +646,7 @@ mod tests {
             slow: Some([300.0, 1.0]),
             ..data.canary
         };
-        let a = evaluate(&settings(), Counts::default(), Ok(data));
+        let a = evaluate(&settings(), 10, Counts::default(), Ok(data));
         assert_eq!(a.verdict, Verdict::Pass, "{a:?}");
     }
 
@@ -554,6 +661,7 @@ mod tests {
     fn few_requests_are_not_enough_data() {
         let a = evaluate(
             &settings(),
+            10,
             Counts::default(),
             window((5.0, 0.0, 100.0), (45.0, 0.0, 100.0)),
         );
@@ -570,13 +678,13 @@ mod tests {
         };
         let mut data = window((300.0, 0.0, 100.0), (2700.0, 0.0, 100.0)).expect("ok");
         data.custom = vec![(gate.clone(), Ok(2.0))];
-        let a = evaluate(&settings(), Counts::default(), Ok(data.clone()));
+        let a = evaluate(&settings(), 10, Counts::default(), Ok(data.clone()));
         assert!(
             matches!(&a.verdict, Verdict::Fail { reason, decisive: false } if reason.contains("gate cpu = 2")),
             "{a:?}"
         );
         data.custom = vec![(gate, Err("empty result".into()))];
-        let a = evaluate(&settings(), Counts::default(), Ok(data));
+        let a = evaluate(&settings(), 10, Counts::default(), Ok(data));
         assert!(matches!(a.verdict, Verdict::NoData { .. }), "{a:?}");
     }
 }

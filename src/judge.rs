@@ -76,7 +76,10 @@
 //! # The decision (per interval, on cumulative counts)
 //!
 //! 1. `NotEnoughData` while the canary has fewer than `min_requests` requests (or its counts
-//!    are NaN, infinite or negative).
+//!    are NaN, infinite or negative), unless both e-values below already reach `1/α`
+//!    (significantly above the maximum *and* worse than stable): then `Fail` at once.
+//!    Decisive evidence needs no minimum sample (the guarantee holds at every `n`); the
+//!    minimum only keeps the point-estimate rules (pass-brake, stable breach) off tiny samples.
 //! 2. If `E ≥ 1/α`, the canary is significantly not acceptable. With `E_rel` the same ratio
 //!    for the relative null alone (`p_c ≤ r·p_s + f`):
 //!    - `E_rel ≥ 1/α` → `Fail`: significantly worse than `r ×` stable `+ f`;
@@ -162,7 +165,7 @@ impl Default for JudgeConfig {
     fn default() -> Self {
         JudgeConfig {
             confidence: 0.99,
-            min_requests: 50.0,
+            min_requests: 30.0,
             tolerance: 0.5,
             abs_floor: 0.002,
             max_error_rate: 0.01,
@@ -529,7 +532,7 @@ pub fn judge_errors(canary: Counts, stable: Counts, cfg: &JudgeConfig) -> Verdic
     let Some(c) = Sample::new(canary) else {
         return Verdict::NotEnoughData { have: 0.0, need };
     };
-    if c.n < need || c.n <= 0.0 {
+    if c.n <= 0.0 {
         return Verdict::NotEnoughData { have: c.n, need };
     }
     let st = Sample::new(stable).unwrap_or(Sample { n: 0.0, s: 0.0 });
@@ -542,6 +545,24 @@ pub fn judge_errors(canary: Counts, stable: Counts, cfg: &JudgeConfig) -> Verdic
     } else {
         "no stable data".to_string()
     };
+    if c.n < need {
+        // Below the minimum sample only decisive evidence that the canary is worse than
+        // both the maximum and the stable counts: the e-process is valid at any n (Ville),
+        // so 10 errors in 30 requests need not wait for 50 while users keep failing; a
+        // canary that is merely not yet shown good waits, so low traffic never rolls back
+        // on a few unlucky requests more often than α allows.
+        if ev.log_e_acceptable >= thr && ev.log_e_relative >= thr {
+            return Verdict::Fail {
+                reason: format!(
+                    "{canary_desc} is significantly worse than {stable_desc} already after {:.0} requests (e-value {} >= {})",
+                    c.n,
+                    e_value(ev.log_e_relative),
+                    e_value(thr)
+                ),
+            };
+        }
+        return Verdict::NotEnoughData { have: c.n, need };
+    }
     let stable_breach = st.n > 0.0 && st.n >= need && st.rate() > cfg.max_error_rate;
     let rel_limit = format!(
         "{:.2} x stable + {}",
@@ -1026,7 +1047,7 @@ mod tests {
                 c.abs_floor,
                 c.max_error_rate
             ),
-            (0.99, 50.0, 0.5, 0.002, 0.01)
+            (0.99, 30.0, 0.5, 0.002, 0.01)
         );
         assert_eq!(c.validate(), Ok(()));
         let bad: Vec<(&str, JudgeConfig)> = vec![
@@ -1118,7 +1139,7 @@ mod tests {
                 let v = judge_errors(Counts::new(t, e), good, &cfg());
                 match v {
                     Verdict::NotEnoughData { have, need } => {
-                        assert_eq!(need, 50.0);
+                        assert_eq!(need, 30.0);
                         assert!(have == 0.0, "{t} {e} {have}");
                     }
                     other => panic!("{t} {e}: {other:?}"),
@@ -1131,18 +1152,37 @@ mod tests {
             v,
             Verdict::NotEnoughData {
                 have: 0.0,
-                need: 50.0
+                need: 30.0
             }
         );
-        // Below min_requests.
-        let v = judge_errors(Counts::new(49.5, 10.0), good, &cfg());
-        assert_eq!(
-            v,
-            Verdict::NotEnoughData {
-                have: 49.5,
-                need: 50.0
-            }
-        );
+        // Below min_requests without decisive evidence: wait.
+        for (n, e) in [(29.5, 1.0), (5.0, 1.0), (20.0, 2.0)] {
+            let v = judge_errors(Counts::new(n, e), good, &cfg());
+            assert_eq!(
+                v,
+                Verdict::NotEnoughData {
+                    have: n,
+                    need: 30.0
+                },
+                "{e}/{n}"
+            );
+        }
+        // Below min_requests with decisive evidence: 10 errors in the first 30 requests (or 8
+        // in 20)
+        // against a healthy stable is a rollback now, not after 20 more requests.
+        for (n, e) in [(20.0, 8.0), (29.5, 10.0)] {
+            let v = judge_errors(Counts::new(n, e), good, &cfg());
+            let Verdict::Fail { reason } = v else {
+                panic!("{e}/{n}: {v:?}")
+            };
+            assert!(reason.contains("already after"), "{reason}");
+        }
+        // ... but not when the stable is as bad (platform trouble is never blamed early).
+        let bad_stable = Counts::new(1000.0, 300.0);
+        assert!(matches!(
+            judge_errors(Counts::new(25.0, 10.0), bad_stable, &cfg()),
+            Verdict::NotEnoughData { .. }
+        ));
         // min_requests = 0 still needs some traffic.
         let c0 = JudgeConfig {
             min_requests: 0.0,
@@ -1448,7 +1488,7 @@ mod tests {
         let first = results.iter().filter(|r| r.intervals == 1).count();
         let two = results.iter().filter(|r| r.intervals <= 2).count();
         let three = results.iter().filter(|r| r.intervals <= 3).count();
-        // ~8.5 % of first windows have < 50 requests (NotEnoughData), and with 60 requests
+        // Few first windows have < 30 requests (NotEnoughData), and with 60 requests
         // at α = 1 % about 5 errors are needed: ≈ 2/3 is the information limit here.
         assert!(first >= 550, "first window: {first}/1000");
         assert!(two >= 950, "two windows: {two}/1000");

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod dashboard;
 pub mod gates;
 pub mod istio;
 pub mod judge;

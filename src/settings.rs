@@ -37,7 +37,7 @@ impl Default for Defaults {
             max_p99_ms: 500.0,
             inconclusive_limit: 10,
             confidence: 0.99,
-            min_requests: 50.0,
+            min_requests: 30.0,
             tolerance: 0.5,
         }
     }
@@ -91,7 +91,11 @@ pub fn render_template(
 
 /// A PromQL range duration: whole seconds, at least 1s.
 pub fn promql_duration(d: Duration) -> String {
-    format!("{}s", d.as_secs().max(1))
+    let d = d.max(Duration::from_secs(1));
+    match d.subsec_millis() {
+        0 => format!("{}s", d.as_secs()),
+        ms => format!("{}s{ms}ms", d.as_secs()),
+    }
 }
 
 /// The effective settings of one managed Deployment.
@@ -294,8 +298,11 @@ impl Settings {
             format!("p99 ≤ {} ms", fmt_num(self.max_p99_ms)),
         ];
         gates.extend(self.gates.iter().map(CustomGate::describe));
+        // The interval is the bake time per step; the judgement runs every few seconds
+        // between checks too (the analyzer's --peek-interval), so users read that a broken
+        // canary is not given a whole interval.
         format!(
-            "{} % steps every {} to {} %, gates: {}",
+            "{} % steps every {} to {} %, gates: {}; decisive evidence rolls back at any moment",
             self.step_weight,
             humantime::format_duration(self.interval),
             self.max_weight,
@@ -494,7 +501,7 @@ mod tests {
         assert_eq!((s.min_success_rate, s.max_p99_ms), (99.0, 500.0));
         assert_eq!(
             s.plan(),
-            "10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms"
+            "10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms; decisive evidence rolls back at any moment"
         );
     }
 
@@ -582,7 +589,7 @@ mod tests {
             s.gates[0].render("shop", "podinfo-canary", Duration::from_secs(30)),
             "sum(rate(http_errors_total{namespace=\"shop\",pod=~\"podinfo-canary-.*\"}[30s]))"
         );
-        assert!(s.plan().ends_with("errors ≤ 0.5"), "{}", s.plan());
+        assert!(s.plan().contains("errors ≤ 0.5; decisive"), "{}", s.plan());
     }
 
     #[test]

@@ -23,6 +23,7 @@ fn healthy() -> Profile {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_canary_is_promoted_and_user_routes_restored() {
     let env = Env::start().await.expect("prometheus + exporter");
+    let mut first_traffic = None;
     let out = run_rollout(
         &env,
         "shop",
@@ -31,10 +32,23 @@ async fn healthy_canary_is_promoted_and_user_routes_restored() {
         healthy(),
         true,
         Duration::from_secs(90),
-        |_| {},
+        |o| {
+            if first_traffic.is_none() && o.weights.iter().any(|w| *w > 0) {
+                first_traffic = Some(std::time::Instant::now());
+            }
+        },
     )
     .await
     .expect("rollout ran");
+    // Five 2 s bake times (10 → 50 %, then the promotion check), the stable's roll-out (at
+    // once in memory) and at most 2 s of reaction in all: no idle ticks between phases.
+    let promoted_after = first_traffic.expect("traffic").elapsed();
+    eprintln!("healthy 10 -> 50 % promoted {promoted_after:?} after the first traffic");
+    assert!(
+        promoted_after <= Duration::from_secs(5 * 2 + 2),
+        "{promoted_after:?}: {:?}",
+        out.transitions
+    );
     assert_eq!(
         out.phase,
         Phase::Succeeded,
@@ -209,4 +223,100 @@ async fn borderline_slow_canary_is_rolled_back() {
         "{}",
         out.state.message
     );
+}
+
+/// When the canary first took traffic and when the rollout ended, seen tick by tick.
+#[derive(Default)]
+struct Clock {
+    first_traffic: Option<std::time::Instant>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_canary_is_rolled_back_between_checks_within_seconds() {
+    // The default 30 s interval: without looks between checks the first judgement would come
+    // 30 s after the first traffic. 10 % of 200 req/s go to the canary, 10 % of those fail.
+    let env = Env::start().await.expect("prometheus + exporter");
+    let broken = Profile {
+        error_rate: 0.10,
+        ..healthy()
+    };
+    let mut clock = Clock::default();
+    let out = run_rollout(
+        &env,
+        "shop",
+        &[],
+        healthy(),
+        broken,
+        false,
+        Duration::from_secs(40),
+        |o| {
+            if o.weights.iter().any(|w| *w > 0) && clock.first_traffic.is_none() {
+                clock.first_traffic = Some(std::time::Instant::now());
+            }
+        },
+    )
+    .await
+    .expect("rollout ran");
+    let ended = std::time::Instant::now();
+    assert_eq!(
+        out.phase,
+        Phase::Failed,
+        "{:?} {}",
+        out.transitions,
+        out.state.message
+    );
+    let after = ended - clock.first_traffic.expect("the canary took traffic");
+    assert!(
+        after <= Duration::from_secs(6),
+        "rolled back {after:?} after its first traffic: {}",
+        out.state.message
+    );
+    let m = &out.state.message;
+    eprintln!("rolled back {after:?} after the first traffic: {m}");
+    assert!(m.contains("early rollback between checks"), "{m}");
+    assert!(m.contains("canary requests with"), "{m}");
+    let events = out.cluster.events();
+    let rolled = events
+        .iter()
+        .find(|e| e.reason == "RolledBack")
+        .expect("a RolledBack event");
+    assert!(
+        rolled.message.contains("early rollback"),
+        "{}",
+        rolled.message
+    );
+    assert_eq!(out.state.passed_checks, 0, "no interval check ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_canary_is_not_rolled_back_by_looks_between_checks() {
+    // 35 s at the default 30 s interval: some fifteen looks between checks, then one check.
+    // The looks never roll a healthy canary back, and the bake time per step stays the
+    // interval: exactly one step, at the check.
+    let env = Env::start().await.expect("prometheus + exporter");
+    let out = run_rollout(
+        &env,
+        "shop",
+        &[],
+        healthy(),
+        healthy(),
+        false,
+        Duration::from_secs(35),
+        |_| {},
+    )
+    .await
+    .expect("rollout ran");
+    assert_eq!(
+        out.phase,
+        Phase::Progressing,
+        "{:?} {}",
+        out.transitions,
+        out.state.message
+    );
+    assert_eq!(
+        out.state.weight, 20,
+        "one step, at the 30 s check: {:?}",
+        out.weights
+    );
+    assert_eq!(out.state.failed_checks, 0);
 }

@@ -5,6 +5,7 @@
 //!   loopback (the HTTP boundary), for the exit codes, the kubeconfig/context/namespace
 //!   flags and the `kubectl-canary_gate` plugin name.
 
+mod common;
 mod support;
 
 use std::collections::BTreeMap;
@@ -661,4 +662,56 @@ async fn kubectl_plugin_actions_write_once_and_refuse_with_the_reason() {
     .await;
     assert_eq!(conflict.code, 4, "{}", conflict.stderr);
     assert!(conflict.stderr.contains("\"other\""), "{}", conflict.stderr);
+}
+
+// --- The analyzer's run loop: a change seen by the watch moves a phase on at once ---------
+
+#[tokio::test]
+async fn a_wake_from_the_watch_runs_a_tick_without_waiting_for_the_next_one() {
+    let rig = Rig::new();
+    let Rig { cluster, analyzer } = rig;
+    let analyzer = Arc::new(analyzer);
+    let (_leader_tx, leader_rx) = tokio::sync::watch::channel(true);
+    let changed = Arc::new(tokio::sync::Notify::new());
+    // Ticks an hour apart: only the immediate first tick and wake-ups can move anything.
+    let task = tokio::spawn(analyzer.clone().run(
+        Duration::from_secs(3600),
+        leader_rx,
+        Some(changed.clone()),
+    ));
+    let state = |c: &MemoryCluster| {
+        RolloutState::from_annotations(
+            &c.deployment(NS, NAME)
+                .and_then(|d| d.metadata.annotations)
+                .unwrap_or_default(),
+        )
+        .expect("state")
+    };
+    // The first tick: Pending -> Progressing, the twin created (ready at once in memory).
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            state(&cluster).phase == Phase::Progressing
+        })
+        .await
+    );
+    assert_eq!(
+        state(&cluster).weight,
+        0,
+        "no traffic before the twin is seen ready"
+    );
+    let woken = std::time::Instant::now();
+    changed.notify_one();
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            state(&cluster).weight == 10
+        })
+        .await,
+        "the wake-up sent the first step"
+    );
+    assert!(
+        woken.elapsed() < Duration::from_secs(2),
+        "{:?} after the wake-up, not at the next tick",
+        woken.elapsed()
+    );
+    task.abort();
 }

@@ -427,7 +427,7 @@ async fn the_webhook_admits_the_example_and_holds_its_update_as_a_canary() {
         "the patch must not touch the template (no drift for kubectl / GitOps)"
     );
     let ws = warnings(&m);
-    let plan = "podinfo: canary 6.0.0 → 6.0.1, 10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms";
+    let plan = "podinfo: canary 6.0.0 → 6.0.1, 10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms; decisive evidence rolls back at any moment";
     assert!(
         ws.iter().any(|w| w == plan),
         "warning {plan:?} not in {ws:?}"

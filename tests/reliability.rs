@@ -1157,8 +1157,8 @@ async fn only_the_leader_acts_and_a_new_leader_finishes_the_rollout_once() {
     let (a_tx, a_rx) = tokio::sync::watch::channel(true);
     let (b_tx, b_rx) = tokio::sync::watch::channel(false);
     let every = Duration::from_millis(100);
-    let a = tokio::spawn(mk(&a_cluster).run(every, a_rx));
-    let b = tokio::spawn(mk(&b_cluster).run(every, b_rx));
+    let a = tokio::spawn(mk(&a_cluster).run(every, a_rx, None));
+    let b = tokio::spawn(mk(&b_cluster).run(every, b_rx, None));
     let state = || state_of(&cluster.deployment(NS, NAME).expect("stable"));
 
     // A leads until the rollout is mid-way.

@@ -22,7 +22,7 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/admi
 const MUTATE: &str = "/mutate?timeout=10s";
 const VALIDATE: &str = "/validate?timeout=10s";
 /// The scenario's defaults as kubectl prints them in the rollout warning.
-const PLAN: &str = "10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms";
+const PLAN: &str = "10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms; decisive evidence rolls back at any moment";
 
 /// What the webhook must answer to one captured review.
 #[derive(Clone, Copy, Debug, PartialEq)]

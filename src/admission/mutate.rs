@@ -341,7 +341,7 @@ mod tests {
         );
         assert_eq!(
             warnings.last().map(String::as_str),
-            Some("podinfo: canary 6.0.0 → 6.0.1, 10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms")
+            Some("podinfo: canary 6.0.0 → 6.0.1, 10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms; decisive evidence rolls back at any moment")
         );
     }
 

@@ -48,7 +48,39 @@ pub struct Analyzer<C, Q> {
     ticks: std::sync::atomic::AtomicU64,
     /// Where `/readyz` learns whether Prometheus answered the last queries.
     health: Option<Arc<Health>>,
+    /// Where the dashboard learns what each step saw and decided.
+    history: Option<Arc<crate::dashboard::History>>,
+    /// How often Progressing canaries are looked at between checks (zero: never).
+    peek_every: Duration,
+    /// When the last look between checks was taken (all rollouts are looked at together).
+    last_peek: Mutex<Option<Timestamp>>,
 }
+
+/// How long a wake-up from the watch waits for further events before its tick.
+const WAKE_SETTLE: Duration = Duration::from_millis(50);
+
+/// Changes the analyzer acts on at once (`run`'s `changed`): a twin with all pods ready (its
+/// first traffic step), a promoted stable Deployment that finished rolling out (handover and
+/// cleanup). Everything else waits for the tick.
+pub fn wakes_analyzer(d: &Deployment) -> bool {
+    let annotations = d.metadata.annotations.as_ref();
+    let is_twin = d
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(ann::MANAGED_LABEL))
+        && d.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.ends_with("-canary"));
+    let promoting = annotations
+        .and_then(|a| a.get(ann::PHASE))
+        .is_some_and(|p| p == Phase::Promoting.as_str());
+    (is_twin && deployment_ready(d) == TwinStatus::Ready) || (promoting && stable_rolled_out(d))
+}
+
+/// Default of `--peek-interval`: a couple of Prometheus scrapes at a 1 s scrape interval.
+pub const PEEK_EVERY: Duration = Duration::from_secs(2);
 
 /// How long to wait after the n-th consecutive failed reconciliation of one rollout: 1 s,
 /// doubling, at most a minute.
@@ -94,6 +126,8 @@ impl Item {
 pub struct TickReport {
     pub rollouts: usize,
     pub checks: usize,
+    /// Rollouts looked at between checks.
+    pub peeks: usize,
     pub queries: usize,
     pub transitions: Vec<String>,
     pub errors: Vec<String>,
@@ -110,7 +144,39 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             retries: Mutex::new(HashMap::new()),
             ticks: std::sync::atomic::AtomicU64::new(0),
             health: None,
+            history: None,
+            peek_every: PEEK_EVERY,
+            last_peek: Mutex::new(None),
         }
+    }
+
+    /// How often to look at the evidence between checks; `Duration::ZERO` turns it off.
+    pub fn with_peek_every(mut self, every: Duration) -> Self {
+        self.peek_every = every;
+        self
+    }
+
+    /// Whether this tick takes the look between checks (and if so, records it).
+    fn peek_is_due(&self, now: Timestamp) -> bool {
+        if self.peek_every.is_zero() {
+            return false;
+        }
+        let mut last = self.last_peek.lock().unwrap_or_else(|p| p.into_inner());
+        // Half a tick of slack: ticks drift by milliseconds, and a look due at 2 s must not
+        // slip to 3 s.
+        let due = last.is_none_or(|t| {
+            now >= t + machine::as_signed(self.peek_every) - jiff::SignedDuration::from_millis(500)
+        });
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
+
+    /// Record every check and decision for the dashboard.
+    pub fn with_history(mut self, history: Arc<crate::dashboard::History>) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// Report Prometheus' state on `/readyz`.
@@ -133,15 +199,37 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
     }
 
     /// Ticks every `every` until the task is dropped. Ticks do not drift: a slow tick is
-    /// followed by the next scheduled one, and lateness is measured.
-    pub async fn run(self: Arc<Self>, every: Duration, leader: tokio::sync::watch::Receiver<bool>) {
+    /// followed by the next scheduled one, and lateness is measured. `changed` (the watch
+    /// saw a twin become ready, or a promoted stable finish rolling out) runs a tick at once,
+    /// so that a phase moves on when its condition holds, not up to a tick later; the
+    /// interval stays the bake time of each step.
+    pub async fn run(
+        self: Arc<Self>,
+        every: Duration,
+        leader: tokio::sync::watch::Receiver<bool>,
+        changed: Option<Arc<tokio::sync::Notify>>,
+    ) {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut was_leader = false;
+        let woken = || async {
+            match &changed {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         loop {
-            let scheduled = ticker.tick().await;
-            let lateness = tokio::time::Instant::now().saturating_duration_since(scheduled);
-            self.metrics.tick_lateness.observe(lateness.as_secs_f64());
+            tokio::select! {
+                scheduled = ticker.tick() => {
+                    let lateness = tokio::time::Instant::now().saturating_duration_since(scheduled);
+                    self.metrics.tick_lateness.observe(lateness.as_secs_f64());
+                }
+                () = woken() => {
+                    // Let a burst of watch events (a twin's pods turning ready one by one)
+                    // settle into one tick.
+                    tokio::time::sleep(WAKE_SETTLE).await;
+                }
+            }
             let is_leader = *leader.borrow();
             if is_leader != was_leader {
                 tracing::info!(leader = is_leader, "analyzer leadership changed");
@@ -160,7 +248,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 .tick_duration
                 .observe(started.elapsed().as_secs_f64());
             if !report.transitions.is_empty() || !report.errors.is_empty() {
-                tracing::info!(rollouts = report.rollouts, checks = report.checks, queries = report.queries, transitions = ?report.transitions, errors = ?report.errors, "tick");
+                tracing::info!(rollouts = report.rollouts, checks = report.checks, peeks = report.peeks, queries = report.queries, transitions = ?report.transitions, errors = ?report.errors, "tick");
             }
         }
     }
@@ -261,38 +349,57 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 )
             })
             .collect();
+        // Between checks, a look at the evidence so far for every Progressing canary, at
+        // most every `peek_every` (decisive evidence rolls back at once, see
+        // `machine::peek_due`). Peeks ride in the same four queries as the checks.
+        let peeks: Vec<usize> = if self.peek_is_due(now) {
+            (0..items.len())
+                .filter(|&i| self.in_sync(&items[i]) && !fresh.contains(&i))
+                .filter(|&i| {
+                    machine::peek_due(
+                        &items[i].state,
+                        &items[i].settings,
+                        items[i].twin == TwinStatus::Ready,
+                        self.peek_every,
+                        now,
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut analyses: HashMap<usize, Analysis> = HashMap::new();
-        let mut groups: BTreeMap<Duration, Vec<usize>> = BTreeMap::new();
-        for &i in &due {
-            if let Some(w) = machine::analysis_window(&items[i].state, now) {
-                groups.entry(w).or_default().push(i);
+        let mut peeked: HashMap<usize, Analysis> = HashMap::new();
+        let mut groups: BTreeMap<Duration, Vec<Workload>> = BTreeMap::new();
+        let mut measured_items = Vec::new();
+        for &i in due.iter().chain(&peeks) {
+            let it = &items[i];
+            if let Some(w) = machine::analysis_window(&it.state, now) {
+                groups.entry(w).or_default().extend([
+                    Workload {
+                        namespace: it.namespace.clone(),
+                        workload: twin_name(&it.name),
+                    },
+                    Workload {
+                        namespace: it.namespace.clone(),
+                        workload: it.name.clone(),
+                    },
+                ]);
+                measured_items.push((i, w));
             }
         }
-        for (window, members) in groups {
-            let workloads: Vec<Workload> = members
+        if !measured_items.is_empty() {
+            let les: Vec<f64> = measured_items
                 .iter()
-                .flat_map(|&i| {
-                    let it = &items[i];
-                    [
-                        Workload {
-                            namespace: it.namespace.clone(),
-                            workload: twin_name(&it.name),
-                        },
-                        Workload {
-                            namespace: it.namespace.clone(),
-                            workload: it.name.clone(),
-                        },
-                    ]
-                })
+                .filter_map(|&(i, _)| latency_bucket(items[i].settings.max_p99_ms))
                 .collect();
-            let les: Vec<f64> = members
-                .iter()
-                .filter_map(|&i| latency_bucket(items[i].settings.max_p99_ms))
-                .collect();
-            let batch = self.batch(window, &workloads, &les, now).await;
+            let groups: Vec<(Duration, Vec<Workload>)> = groups.into_iter().collect();
+            let batch = self.batch(&groups, &les, now).await;
             report.queries += 4;
-            for i in members {
+            let due_set: std::collections::HashSet<usize> = due.iter().copied().collect();
+            for (i, window) in measured_items {
                 let it = &items[i];
+                let is_check = due_set.contains(&i);
                 let data = match &batch {
                     Err(e) => Err(e.clone()),
                     Ok(b) => {
@@ -304,8 +411,9 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                             namespace: it.namespace.clone(),
                             workload: it.name.clone(),
                         };
+                        // Custom gates are one query per rollout: at the checks only.
                         let mut custom = Vec::new();
-                        for gate in &it.settings.gates {
+                        for gate in it.settings.gates.iter().filter(|_| is_check) {
                             report.queries += 1;
                             let q = gate.render(&it.namespace, &canary.workload, window);
                             let value = match self.prom.query(&q, now).await {
@@ -325,17 +433,25 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                         })
                     }
                 };
-                analyses.insert(i, gates::evaluate(&it.settings, it.state.counts, data));
-                report.checks += 1;
+                let analysis =
+                    gates::evaluate(&it.settings, it.state.weight, it.state.counts, data);
+                if is_check {
+                    analyses.insert(i, analysis);
+                    report.checks += 1;
+                } else {
+                    peeked.insert(i, analysis);
+                    report.peeks += 1;
+                }
             }
         }
 
         let results: Vec<(Vec<String>, Vec<String>)> = futures::stream::iter(items.into_iter().enumerate())
             .map(|(i, item)| {
                 let analysis = analyses.remove(&i);
+                let peek = peeked.remove(&i);
                 let fresh_window = fresh.contains(&i);
                 let span = tracing::info_span!("rollout", namespace = %item.namespace, deployment = %item.name);
-                async move { self.advance(item, analysis, fresh_window, now).await }.instrument(span)
+                async move { self.advance(item, analysis, peek, fresh_window, now).await }.instrument(span)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -444,12 +560,11 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
 
     async fn batch(
         &self,
-        window: Duration,
-        workloads: &[Workload],
+        groups: &[(Duration, Vec<Workload>)],
         les: &[f64],
         now: Timestamp,
     ) -> BatchResult {
-        let q = gates::batch_queries(window, workloads, les);
+        let q = gates::batch_queries(groups, les);
         let (a, b, c, d) = futures::join!(
             self.prom.query(&q.requests, now),
             self.prom.query(&q.errors, now),
@@ -541,6 +656,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         &self,
         item: Item,
         analysis: Option<Analysis>,
+        peek: Option<Analysis>,
         fresh_window: bool,
         now: Timestamp,
     ) -> (Vec<String>, Vec<String>) {
@@ -573,8 +689,21 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             progress_deadline: progress_deadline(&item.deployment),
             setup_error,
             fresh_window,
+            peek,
         };
         let (next, effects) = machine::step(&item.state, &obs, &item.settings, now);
+        if let Some(history) = &self.history {
+            let key = (item.namespace.as_str(), item.name.as_str());
+            history.record(
+                key,
+                &item.settings,
+                &item.state,
+                &next,
+                obs.analysis.as_ref(),
+                &effects,
+                now,
+            );
+        }
         let clear_action = raw_action;
         let changed = next != item.state || clear_action;
         if changed {
@@ -762,5 +891,53 @@ mod tests {
         assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(retry_delay(u32::MAX), Duration::from_secs(60));
         assert_eq!(retry_delay(0), Duration::from_secs(1));
+    }
+
+    fn deployment(value: serde_json::Value) -> Deployment {
+        serde_json::from_value(value).expect("deployment")
+    }
+
+    #[test]
+    fn the_watch_wakes_the_analyzer_only_when_a_phase_can_move_on() {
+        let twin = |ready: i32| {
+            deployment(serde_json::json!({
+                "metadata": {"name": "podinfo-canary", "namespace": "shop", "generation": 1,
+                    "labels": {ann::MANAGED_LABEL: "true"}},
+                "spec": {"replicas": 2, "selector": {}, "template": {}},
+                "status": {"observedGeneration": 1, "readyReplicas": ready, "updatedReplicas": 2}
+            }))
+        };
+        assert!(wakes_analyzer(&twin(2)), "twin ready: first traffic step");
+        assert!(!wakes_analyzer(&twin(1)), "twin still starting");
+
+        let stable = |phase: &str, paused: bool, available: i32| {
+            deployment(serde_json::json!({
+                "metadata": {"name": "podinfo", "namespace": "shop", "generation": 3,
+                    "annotations": {ann::PHASE: phase}},
+                "spec": {"replicas": 2, "paused": paused, "selector": {}, "template": {}},
+                "status": {"observedGeneration": 3, "readyReplicas": 2, "updatedReplicas": 2,
+                    "availableReplicas": available}
+            }))
+        };
+        assert!(
+            wakes_analyzer(&stable("Promoting", false, 2)),
+            "promoted stable rolled out"
+        );
+        assert!(
+            !wakes_analyzer(&stable("Promoting", false, 1)),
+            "still rolling"
+        );
+        assert!(
+            !wakes_analyzer(&stable("Progressing", true, 2)),
+            "held stable"
+        );
+        assert!(
+            !wakes_analyzer(&stable("Succeeded", false, 2)),
+            "done already"
+        );
+        // A user's Deployment that happens to end in -canary is not a twin.
+        let mut users = twin(2);
+        users.metadata.labels = None;
+        assert!(!wakes_analyzer(&users));
     }
 }

@@ -9,6 +9,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use super::Analyzer;
 use crate::cli::ServeArgs;
 use crate::cluster::kube::KubeCluster;
+use crate::dashboard::Dashboard;
 use crate::metrics::Metrics;
 use crate::prom::PromClient;
 use crate::server::health::Health;
@@ -17,7 +18,14 @@ use crate::server::health::Health;
 pub const TICK: Duration = Duration::from_secs(1);
 const LEASE_SECONDS: u64 = 15;
 
-pub async fn start_in_cluster(args: ServeArgs, metrics: Arc<Metrics>, health: Arc<Health>) {
+/// `dashboard`: where the web dashboard reads rollouts (this process's cluster cache) and the
+/// history the analyzer records for it.
+pub async fn start_in_cluster(
+    args: ServeArgs,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    dashboard: Option<Arc<Dashboard>>,
+) {
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(error) => {
@@ -25,6 +33,9 @@ pub async fn start_in_cluster(args: ServeArgs, metrics: Arc<Metrics>, health: Ar
             tracing::error!(%error, "no Kubernetes cluster reachable; analyzer not started");
             health.set_cluster(format!("error: {error}"));
             health.set_analyzer("not running: no cluster");
+            if let Some(d) = &dashboard {
+                d.set_missing(format!("no Kubernetes cluster reachable: {error}"));
+            }
             return;
         }
     };
@@ -46,9 +57,17 @@ pub async fn start_in_cluster(args: ServeArgs, metrics: Arc<Metrics>, health: Ar
         args.analyzer.kube_timeout,
         metrics.clone(),
         args.analyzer.pod_name.clone(),
+        super::wakes_analyzer,
     );
+    let changed = cluster.changed();
     tokio::spawn(watch);
     cluster.wait_ready().await;
+    let cluster = Arc::new(cluster);
+    if let Some(d) = &dashboard {
+        // Every replica serves the dashboard from its own cache; the leader's history is the
+        // richest, the others seed theirs from the annotations.
+        d.set_source(cluster.clone());
+    }
 
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
     let lease = LeaseManagerBuilder::new(client, &args.analyzer.lease_name)
@@ -86,14 +105,12 @@ pub async fn start_in_cluster(args: ServeArgs, metrics: Arc<Metrics>, health: Ar
         }
     }
     health.set_analyzer("running");
-    let analyzer = Arc::new(
-        Analyzer::new(
-            Arc::new(cluster),
-            Arc::new(prom),
-            args.analysis.defaults(),
-            metrics,
-        )
-        .with_health(health),
-    );
-    analyzer.run(TICK, leader_rx).await;
+    let mut analyzer = Analyzer::new(cluster, Arc::new(prom), args.analysis.defaults(), metrics)
+        .with_health(health)
+        .with_peek_every(args.analyzer.peek_interval);
+    if let Some(d) = &dashboard {
+        analyzer = analyzer.with_history(d.history());
+    }
+    let analyzer = Arc::new(analyzer);
+    analyzer.run(TICK, leader_rx, Some(changed)).await;
 }

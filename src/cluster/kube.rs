@@ -75,17 +75,24 @@ pub struct KubeCluster {
     metrics: Arc<Metrics>,
     deployments: Store<Deployment>,
     recorder: Recorder,
+    /// Notified when the watch sees a Deployment for which `wakes` says the analyzer should
+    /// act now rather than at its next tick.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl KubeCluster {
     /// Starts the Deployment watch (a reflector cache) and returns once it is constructed;
-    /// `wait_ready` blocks until the first list arrived.
+    /// `wait_ready` blocks until the first list arrived. `wakes` picks the changes that
+    /// notify `changed()`.
     pub fn start(
         client: Client,
         timeout: Duration,
         metrics: Arc<Metrics>,
         instance: String,
+        wakes: fn(&Deployment) -> bool,
     ) -> (Self, impl Future<Output = ()>) {
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let notify = changed.clone();
         let (store, writer) = reflector::store();
         let api: Api<Deployment> = Api::all(client.clone());
         // The cache holds every Deployment in the cluster: drop what canary-gate never reads
@@ -99,10 +106,13 @@ impl KubeCluster {
         let stream = reflector::reflector(writer, stream)
             .default_backoff()
             .applied_objects()
-            .for_each(|r| async move {
-                if let Err(error) = r {
-                    tracing::warn!(%error, "deployment watch error; retrying");
+            .for_each(move |r| {
+                match r {
+                    Ok(d) if wakes(&d) => notify.notify_one(),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "deployment watch error; retrying"),
                 }
+                std::future::ready(())
             });
         let recorder = Recorder::new(
             client.clone(),
@@ -118,9 +128,15 @@ impl KubeCluster {
                 metrics,
                 deployments: store,
                 recorder,
+                changed,
             },
             stream,
         )
+    }
+
+    /// Notified on the changes `start`'s `wakes` selected.
+    pub fn changed(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
     }
 
     /// Deployments straight from the API server (one namespace, or all), for `status`.

@@ -74,6 +74,7 @@ pub fn render(deployments: &[Deployment], now: Timestamp) -> String {
     let widths: Vec<usize> = (0..6)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
+    let judged = rows.iter().skip(1).any(|r| r[2] == "Progressing");
     let mut out = String::new();
     for r in rows {
         for (c, w) in widths.iter().enumerate() {
@@ -81,6 +82,9 @@ pub fn render(deployments: &[Deployment], now: Timestamp) -> String {
         }
         out.push_str(&r[6]);
         out.push('\n');
+    }
+    if judged {
+        out.push_str("Progressing: one step per interval while the gates stay green; decisive evidence rolls back at any moment between checks.\n");
     }
     out
 }
@@ -149,6 +153,7 @@ mod tests {
         assert!(table.contains("[###.......]  30%"), "{table}");
         assert!(table.contains("5m"), "{table}");
         assert!(table.contains("success=99.90% p99=120ms"));
+        assert!(table.contains("rolls back at any moment"), "{table}");
         assert!(render(&[], now).starts_with("no rollouts"));
     }
 }

@@ -37,6 +37,7 @@ impl KubeArgs {
             self.request_timeout,
             Metrics::new(),
             "canary-gate-cli".into(),
+            |_| false,
         );
         Ok((cluster, namespace))
     }

@@ -57,6 +57,10 @@ pub struct Observation {
     pub stable_rolled_out: bool,
     /// The result of this interval's analysis; `None` when no check was due or it was skipped.
     pub analysis: Option<Analysis>,
+    /// A look between checks at the evidence so far (the last check's counts plus the window
+    /// up to now). Only decisive evidence acts on it: an early rollback. Anything else leaves
+    /// the state as it is; the next check judges the whole window.
+    pub peek: Option<Analysis>,
     /// A manual action found on the Deployment.
     pub action: Option<Action>,
     /// Time allowed for the twin to become ready (the Deployment's progressDeadlineSeconds).
@@ -103,14 +107,38 @@ pub fn check_due(
         && state.weight > 0
         && state
             .last_check
-            .is_some_and(|t| now >= t + as_signed(settings.interval))
+            .is_some_and(|t| now + DUE_SLACK >= t + as_signed(settings.interval))
 }
 
-/// The window the next analysis covers: from the end of the last one to now.
+/// A check or a look is due this much early: ticks run a few milliseconds late or early, and
+/// a check due at `last_check + interval` must not slip a whole tick because this tick's
+/// clock read 3 ms short of it. Windows are exact (milliseconds), so nothing is lost.
+pub const DUE_SLACK: SignedDuration = SignedDuration::from_millis(200);
+
+/// A look between checks is useful: a Progressing canary with traffic, not due for its check,
+/// with at least `every` of new evidence since the last check.
+pub fn peek_due(
+    state: &RolloutState,
+    settings: &Settings,
+    twin_ready: bool,
+    every: Duration,
+    now: Timestamp,
+) -> bool {
+    state.phase == Phase::Progressing
+        && twin_ready
+        && state.weight > 0
+        && !check_due(state, settings, twin_ready, now)
+        && state
+            .last_check
+            .is_some_and(|t| now + DUE_SLACK >= t + as_signed(every))
+}
+
+/// The window the next analysis covers: from the end of the last one to now, to the
+/// millisecond (consecutive windows neither overlap nor leave a gap), at least a second.
 pub fn analysis_window(state: &RolloutState, now: Timestamp) -> Option<Duration> {
     let since = state.last_check?;
     let d = now.duration_since(since);
-    (d > SignedDuration::ZERO).then(|| Duration::from_secs(d.as_secs().max(1) as u64))
+    (d > SignedDuration::ZERO).then(|| Duration::from_millis(d.as_millis().max(1000) as u64))
 }
 
 pub(crate) fn as_signed(d: Duration) -> SignedDuration {
@@ -309,6 +337,9 @@ impl Machine {
         }
         self.s.unready_since = None;
         let Some(analysis) = &obs.analysis else {
+            if let Some(peek) = &obs.peek {
+                self.early_rollback(peek);
+            }
             return;
         };
         self.s.last_check = Some(self.now);
@@ -390,6 +421,36 @@ impl Machine {
                 );
             }
         }
+    }
+
+    /// Between checks: roll back at once on decisive evidence, else change nothing (a Prometheus
+    /// error or a thin window is never a failure here).
+    fn early_rollback(&mut self, peek: &Analysis) {
+        let Verdict::Fail {
+            reason,
+            decisive: true,
+        } = &peek.verdict
+        else {
+            return;
+        };
+        self.s.gates = peek.summary.clone();
+        self.s.counts = peek.counts;
+        self.s.failed_checks += 1;
+        self.effects.push(Effect::Check("failed_early"));
+        let since = self
+            .s
+            .last_check
+            .map(|t| {
+                format!(
+                    " {}s after the last check",
+                    self.now.duration_since(t).as_secs()
+                )
+            })
+            .unwrap_or_default();
+        let [requests, errors] = peek.counts.canary;
+        self.rollback(format!(
+            "{reason} (decisive evidence; early rollback between checks{since}, after {requests:.0} canary requests with {errors:.0} errors)"
+        ));
     }
 
     /// One failed check; at the threshold, a rollback.

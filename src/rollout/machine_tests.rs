@@ -111,6 +111,7 @@ fn twin(status: TwinStatus) -> Observation {
         progress_deadline: DEADLINE,
         setup_error: None,
         fresh_window: false,
+        peek: None,
     }
 }
 
@@ -606,7 +607,11 @@ fn check_is_due_one_interval_after_the_last_check() {
     let d = defaults();
     assert!(!check_due(&s, &d, true, at(0)));
     assert!(!check_due(&s, &d, true, at(29)));
-    assert!(!check_due(&s, &d, true, at_ms(29_999)));
+    assert!(!check_due(&s, &d, true, at_ms(29_700)));
+    assert!(
+        check_due(&s, &d, true, at_ms(29_850)),
+        "a tick a few ms early still takes the check, not the next tick"
+    );
     assert!(
         check_due(&s, &d, true, at(30)),
         "due exactly at last_check + interval"
@@ -619,7 +624,7 @@ fn check_is_due_one_interval_after_the_last_check() {
 fn check_due_follows_the_interval_setting() {
     let s = progressing(10, 0);
     let fast = settings_with(&[(ann::INTERVAL, "1s")]);
-    assert!(!check_due(&s, &fast, true, at_ms(999)));
+    assert!(!check_due(&s, &fast, true, at_ms(700)));
     assert!(check_due(&s, &fast, true, at(1)));
     let slow = settings_with(&[(ann::INTERVAL, "2m")]);
     assert!(!check_due(&s, &slow, true, at(119)));
@@ -670,8 +675,8 @@ fn analysis_window_is_the_time_since_the_last_check_in_whole_seconds() {
     assert_eq!(analysis_window(&s, at(95)), Some(Duration::from_secs(95)));
     assert_eq!(
         analysis_window(&s, at_ms(30_900)),
-        Some(Duration::from_secs(30)),
-        "truncated"
+        Some(Duration::from_millis(30_900)),
+        "to the millisecond: the next window starts where this one ends"
     );
     assert_eq!(
         analysis_window(&s, at(3600)),
@@ -1520,6 +1525,7 @@ fn simulate(settings: &Settings, verdict: MakeVerdict, restart: bool) -> Run {
             progress_deadline: DEADLINE,
             setup_error: None,
             fresh_window: false,
+            peek: None,
         };
         run.checks += u32::from(due);
         let current = if restart {
@@ -1800,4 +1806,155 @@ fn an_unready_twin_is_rolled_back_by_the_deadline_even_with_a_high_threshold() {
         (Phase::Failed, 0),
         "630 s unready, deadline 600 s: {s:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Looks between checks (early rollback)
+// ---------------------------------------------------------------------------------------------
+
+/// Twin ready, no check due, and a look at the evidence so far came back with `verdict`.
+fn peeked(verdict: Verdict) -> Observation {
+    Observation {
+        peek: Some(Analysis {
+            counts: Counts {
+                canary: [31.0, 10.0],
+                stable: [270.0, 0.0],
+                ..Default::default()
+            },
+            ..analysis(verdict)
+        }),
+        ..ready()
+    }
+}
+
+#[test]
+fn a_peek_is_due_every_few_seconds_between_checks_only() {
+    let d = defaults();
+    let s = progressing(10, 0);
+    let every = Duration::from_secs(2);
+    assert!(
+        !peek_due(&s, &d, true, every, at_ms(1700)),
+        "too soon after the check"
+    );
+    assert!(peek_due(&s, &d, true, every, at(2)));
+    assert!(peek_due(&s, &d, true, every, at(29)));
+    assert!(
+        !peek_due(&s, &d, true, every, at(30)),
+        "the check itself is due"
+    );
+    assert!(!peek_due(&s, &d, false, every, at(10)), "twin not ready");
+    assert!(
+        !peek_due(&waiting(), &d, true, every, at(10)),
+        "no traffic yet"
+    );
+    for phase in [
+        Phase::Pending,
+        Phase::Paused,
+        Phase::Promoting,
+        Phase::Failed,
+    ] {
+        let s = RolloutState {
+            phase,
+            ..progressing(10, 0)
+        };
+        assert!(!peek_due(&s, &d, true, every, at(10)), "{phase}");
+    }
+}
+
+#[test]
+fn decisive_evidence_between_checks_rolls_back_at_once_and_says_so() {
+    let s = progressing(10, 0);
+    let (next, fx) = step(&s, &peeked(decisive()), &defaults(), at(4));
+    assert_eq!((next.phase, next.weight), (Phase::Failed, 0));
+    assert_eq!(next.failed_checks, 1);
+    assert_eq!(next.last_check, s.last_check, "no window was closed");
+    assert_eq!(
+        next.counts.canary,
+        [31.0, 10.0],
+        "the evidence acted on is recorded"
+    );
+    let m = message(&fx, "RolledBack");
+    assert!(
+        m.contains("early rollback between checks 4s after the last check"),
+        "{m}"
+    );
+    assert!(m.contains("after 31 canary requests with 10 errors"), "{m}");
+    assert!(m.contains("decisive evidence"), "{m}");
+    assert!(
+        tags(&fx).iter().any(|t| t.contains("failed_early")),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn anything_but_decisive_evidence_between_checks_changes_nothing() {
+    // Undecided, a non-decisive fail, too few requests, a Prometheus error (NoData): the
+    // next check judges the whole window; none of these is ever a failure between checks.
+    let s = progressing(20, 0);
+    for verdict in [
+        pass(),
+        fail(),
+        no_data(),
+        not_enough(),
+        undecided(),
+        stable_degraded(),
+    ] {
+        let (next, fx) = step(&s, &peeked(verdict.clone()), &defaults(), at(6));
+        assert_eq!(next, s, "{verdict:?}");
+        assert!(fx.is_empty(), "{verdict:?}: {fx:?}");
+    }
+}
+
+#[test]
+fn a_peek_never_acts_outside_a_progressing_canary_with_traffic() {
+    for s in [
+        waiting(),
+        in_phase(Phase::Paused),
+        in_phase(Phase::Promoting),
+    ] {
+        let (next, _) = step(&s, &peeked(decisive()), &defaults(), at(6));
+        assert_ne!(next.phase, Phase::Failed, "{:?}", s.phase);
+    }
+    // An unready twin is handled by the unready rule, not by the evidence.
+    let s = progressing(20, 0);
+    let obs = Observation {
+        twin: TwinStatus::Starting {
+            ready: 1,
+            wanted: 2,
+        },
+        ..peeked(decisive())
+    };
+    let (next, _) = step(&s, &obs, &defaults(), at(6));
+    assert_eq!(next.phase, Phase::Progressing);
+}
+
+#[test]
+fn a_check_and_a_peek_in_one_tick_the_check_decides() {
+    let s = progressing(10, 0);
+    let obs = Observation {
+        analysis: Some(analysis(pass())),
+        ..peeked(decisive())
+    };
+    let (next, _) = step(&s, &obs, &defaults(), at(30));
+    assert_eq!((next.phase, next.weight), (Phase::Progressing, 20));
+}
+
+#[test]
+fn a_restart_between_checks_keeps_looking_from_the_persisted_check() {
+    // The state as the last check persisted it, read back by a new process (a new leader):
+    // its first look between checks still covers the window since that check.
+    let s = round_trip(&progressing(30, 0));
+    assert!(peek_due(
+        &s,
+        &defaults(),
+        true,
+        Duration::from_secs(2),
+        at(12)
+    ));
+    let (next, fx) = step(&s, &peeked(decisive()), &defaults(), at(12));
+    assert_eq!(next.phase, Phase::Failed);
+    assert!(message(&fx, "RolledBack").contains("12s after the last check"));
+    // And an undecided look after the restart leaves the persisted state exactly as it was.
+    let (same, _) = step(&s, &peeked(undecided()), &defaults(), at(12));
+    assert_eq!(round_trip(&same), s);
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +19,7 @@ use crate::admission::mutate::{self, Mutation};
 use crate::admission::review::{self, Answer, DecodeError};
 use crate::admission::validate::{self, Validation};
 use crate::admission::WebhookConfig;
+use crate::dashboard::{html as pages, Dashboard, SCRIPT};
 use crate::metrics::{AdmissionLabels, EndpointLabels, Metrics};
 
 /// Real reviews are a few KiB; the apiserver caps objects at ~3 MiB and a review carries two.
@@ -34,6 +35,8 @@ pub struct AppState {
     pub config: Arc<WebhookConfig>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// The web dashboard; `None` with `--no-dashboard` (its routes are not served).
+    pub dashboard: Option<Arc<Dashboard>>,
 }
 
 pub fn webhook_router(state: AppState) -> Router {
@@ -43,12 +46,163 @@ pub fn webhook_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The plain-HTTP admin port: health, metrics and (unless disabled) the read-only dashboard.
+/// Unauthenticated: it must stay cluster-internal (reach it with `kubectl port-forward`).
 pub fn admin_router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+        .route("/metrics", get(metrics));
+    if state.dashboard.is_some() {
+        router = router
+            .route("/", get(dashboard_list))
+            .route("/dashboard.js", get(dashboard_script))
+            .route("/rollouts/{ns}/{name}", get(dashboard_rollout))
+            .route("/api/rollouts", get(api_rollouts))
+            .route("/api/rollouts/{ns}/{name}", get(api_rollout));
+    }
+    router.with_state(state)
+}
+
+/// `?wait=<version>`: answer once the data differs from that version (long poll);
+/// `?fragment=live`: only the live part of a rollout page.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DashboardQuery {
+    pub wait: Option<String>,
+    pub fragment: Option<String>,
+}
+
+const WAIT: Duration = crate::dashboard::MAX_WAIT;
+/// Pages only run our own script and styles; nothing is fetched from anywhere else.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn page(status: StatusCode, body: String, version: Option<&str>) -> Response {
+    let mut response = (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response();
+    if let Some(v) = version.and_then(|v| header::HeaderValue::from_str(v).ok()) {
+        response.headers_mut().insert("x-version", v);
+    }
+    response
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            status,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "dashboard JSON could not be encoded");
+            (StatusCode::INTERNAL_SERVER_ERROR, "encoding error\n").into_response()
+        }
+    }
+}
+
+fn disabled() -> Response {
+    (StatusCode::NOT_FOUND, "dashboard disabled\n").into_response()
+}
+
+async fn dashboard_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+async fn dashboard_list(State(state): State<AppState>) -> Response {
+    let Some(d) = state.dashboard.as_ref() else {
+        return disabled();
+    };
+    let list = d.list(Timestamp::now()).await;
+    page(StatusCode::OK, pages::list_page(&list), Some(&list.version))
+}
+
+async fn dashboard_rollout(
+    State(state): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<DashboardQuery>,
+) -> Response {
+    let Some(d) = state.dashboard.as_ref() else {
+        return disabled();
+    };
+    let fragment = q.fragment.as_deref() == Some("live");
+    let wait = if fragment { q.wait.as_deref() } else { None };
+    match d.wait_detail(&ns, &name, wait, WAIT).await {
+        Ok(Some(detail)) if fragment => {
+            page(StatusCode::OK, pages::live(&detail), Some(&detail.version))
+        }
+        Ok(Some(detail)) => page(
+            StatusCode::OK,
+            pages::rollout_page(&detail),
+            Some(&detail.version),
+        ),
+        Ok(None) => page(
+            StatusCode::NOT_FOUND,
+            pages::not_found(&format!("no rollout recorded on deployment {ns}/{name}")),
+            None,
+        ),
+        Err(why) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::unavailable(&why),
+            None,
+        ),
+    }
+}
+
+async fn api_rollouts(State(state): State<AppState>, Query(q): Query<DashboardQuery>) -> Response {
+    let Some(d) = state.dashboard.as_ref() else {
+        return disabled();
+    };
+    let list = match q.wait.as_deref() {
+        Some(v) => d.wait_list(Some(v), WAIT).await,
+        None => d.list(Timestamp::now()).await,
+    };
+    let status = if list.error.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json(status, &list)
+}
+
+async fn api_rollout(
+    State(state): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<DashboardQuery>,
+) -> Response {
+    let Some(d) = state.dashboard.as_ref() else {
+        return disabled();
+    };
+    match d.wait_detail(&ns, &name, q.wait.as_deref(), WAIT).await {
+        Ok(Some(detail)) => json(StatusCode::OK, &detail),
+        Ok(None) => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": format!("no rollout recorded on deployment {ns}/{name}")}),
+        ),
+        Err(why) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "error": why }),
+        ),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -106,15 +106,34 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> anyhow::Result<Env> {
+        Self::start_with_targets(&[]).await
+    }
+
+    /// [`Env::start`] with more scrape targets for Prometheus (e.g. canary-gate's own admin
+    /// port serving `/metrics`), bound before this is called.
+    pub async fn start_with_targets(extra: &[std::net::SocketAddr]) -> anyhow::Result<Env> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let exporter = Arc::new(IstioExporter::start().await?);
-        let prometheus =
-            TestPrometheus::start(&[exporter.addr()], Duration::from_millis(200)).await?;
+        let mut targets = vec![exporter.addr()];
+        targets.extend_from_slice(extra);
+        let prometheus = TestPrometheus::start(&targets, Duration::from_millis(200)).await?;
         Ok(Env {
             prometheus,
             exporter,
         })
     }
+}
+
+/// What a rollout shares with the rest of a test: by default nothing (a fresh in-memory
+/// cluster and metrics, no dashboard history).
+#[derive(Default, Clone)]
+pub struct Shared {
+    /// The cluster to run in (e.g. one a dashboard reads); other rollouts may live in it.
+    pub cluster: Option<Arc<MemoryCluster>>,
+    /// The metrics the analyzer counts into (e.g. the ones an admin server exposes).
+    pub metrics: Option<Arc<Metrics>>,
+    /// Where the analyzer records checks and decisions for the dashboard.
+    pub history: Option<Arc<canary_gate::dashboard::History>>,
 }
 
 /// Runs one rollout to a terminal phase (or `deadline`). `canary` is how the new version
@@ -128,9 +147,39 @@ pub async fn run_rollout(
     canary: Profile,
     adopt_user_routes: bool,
     deadline: Duration,
+    on_tick: impl FnMut(&Outcome),
+) -> anyhow::Result<Outcome> {
+    run_rollout_with(
+        env,
+        Shared::default(),
+        ns,
+        annotations,
+        stable,
+        canary,
+        adopt_user_routes,
+        deadline,
+        on_tick,
+    )
+    .await
+}
+
+/// [`run_rollout`] in a cluster, metrics and dashboard history shared with the test.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_rollout_with(
+    env: &Env,
+    shared: Shared,
+    ns: &str,
+    annotations: &[(&str, &str)],
+    stable: Profile,
+    canary: Profile,
+    adopt_user_routes: bool,
+    deadline: Duration,
     mut on_tick: impl FnMut(&Outcome),
 ) -> anyhow::Result<Outcome> {
-    let cluster = Arc::new(MemoryCluster::new());
+    let cluster = shared
+        .cluster
+        .clone()
+        .unwrap_or_else(|| Arc::new(MemoryCluster::new()));
     let (mut deployment, _warnings) = admitted_deployment(annotations)?;
     deployment.metadata.namespace = Some(ns.to_string());
     cluster.put_deployment(deployment);
@@ -143,10 +192,12 @@ pub async fn run_rollout(
         cluster.put_virtual_service(vs);
     }
     let weight_source = cluster.clone();
+    let weight_ns = ns.to_string();
     let weight = Arc::new(move || {
         weight_source
             .all_virtual_services()
             .iter()
+            .filter(|vs| vs.metadata.namespace.as_deref() == Some(weight_ns.as_str()))
             .filter_map(|vs| canary_share(vs, NAME))
             .max()
             .unwrap_or(0)
@@ -166,18 +217,21 @@ pub async fn run_rollout(
         },
         weight,
     );
-    let metrics = Metrics::new();
+    let metrics = shared.metrics.clone().unwrap_or_else(Metrics::new);
     let prom = PromClient::new(
         &env.prometheus.url(),
         Duration::from_secs(5),
         metrics.clone(),
     )?;
-    let analyzer = Analyzer::new(
+    let mut analyzer = Analyzer::new(
         cluster.clone(),
         Arc::new(prom),
         Defaults::default(),
         metrics,
     );
+    if let Some(history) = &shared.history {
+        analyzer = analyzer.with_history(history.clone());
+    }
     let started = Instant::now();
     let mut outcome = Outcome {
         phase: Phase::Pending,
@@ -203,6 +257,7 @@ pub async fn run_rollout(
         let w = cluster
             .all_virtual_services()
             .iter()
+            .filter(|vs| vs.metadata.namespace.as_deref() == Some(ns))
             .filter_map(|vs| canary_share(vs, NAME))
             .max()
             .unwrap_or(0);
