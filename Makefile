@@ -8,12 +8,17 @@ STATIC_TARGET ?= x86_64-unknown-linux-gnu
 
 .PHONY: test lint fmt chart chart-package demo bench bench-judgement bench-webhook bench-analyzer deps build clean static image static-check examples crds
 
-## Install what the tests need (Prometheus from Debian) when missing.
+## Install what the tests need when missing: Prometheus (tests run a real one on loopback) and
+## Chromium (tests/browser.rs drives the dashboard headless), both Debian packages.
 deps:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  echo "installing Debian package prometheus (tests run a real one on loopback)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
 	    || { echo "could not install prometheus: run 'apt-get install -y prometheus' as root"; exit 1; }; }
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Debian package chromium (the dashboard's browser test)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    || { echo "could not install chromium: run 'apt-get install -y chromium' as root"; exit 1; }; }
 
 build:
 	$(CARGO) build --release

@@ -68,6 +68,12 @@ pub struct LoadtestArgs {
     )]
     pub timeout: Duration,
 
+    /// Host header for every request: reach a virtual host through an ingress gateway by the
+    /// gateway's address (e.g. `http://istio-ingressgateway.istio-system/` with
+    /// `--host podinfo.example.com`), as external users do.
+    #[arg(long, env = "CANARY_GATE_LOADTEST_HOST", value_parser = parse_host_arg)]
+    pub host: Option<String>,
+
     /// No live progress line on stderr.
     #[arg(
         long,
@@ -86,6 +92,7 @@ impl LoadtestArgs {
             duration: Duration::from_secs(60),
             concurrency: 32,
             timeout: Duration::from_secs(5),
+            host: None,
             quiet: false,
         }
     }
@@ -105,6 +112,9 @@ impl LoadtestArgs {
         if self.timeout.is_zero() {
             return Err(LoadtestError::InvalidTimeout);
         }
+        if let Some(host) = &self.host {
+            parse_host_arg(host)?;
+        }
         self.urls.iter().map(|u| parse_url(u)).collect()
     }
 }
@@ -122,6 +132,8 @@ pub enum LoadtestError {
     InvalidConcurrency(usize),
     #[error("invalid --timeout: must be greater than 0")]
     InvalidTimeout,
+    #[error("invalid --host {0:?}: must be a host name, optionally with :port")]
+    InvalidHost(String),
     #[error("building the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
 }
@@ -147,6 +159,16 @@ pub fn parse_url(raw: &str) -> Result<reqwest::Url, LoadtestError> {
 
 fn parse_url_arg(raw: &str) -> Result<String, LoadtestError> {
     parse_url(raw).map(|_| raw.to_owned())
+}
+
+fn parse_host_arg(raw: &str) -> Result<String, LoadtestError> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 253
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'));
+    ok.then(|| raw.to_owned())
+        .ok_or_else(|| LoadtestError::InvalidHost(raw.to_owned()))
 }
 
 fn parse_concurrency_arg(raw: &str) -> Result<usize, String> {
@@ -211,7 +233,14 @@ fn build_client(args: &LoadtestArgs) -> Result<reqwest::Client, LoadtestError> {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(host) = &args.host {
+        let value = reqwest::header::HeaderValue::from_str(host)
+            .map_err(|_| LoadtestError::InvalidHost(host.clone()))?;
+        headers.insert(reqwest::header::HOST, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(args.timeout)
         .connect_timeout(args.timeout)
         // A redirect is a response the service gave; following it would hide it and double the
@@ -860,8 +889,12 @@ mod tests {
             let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
             buf.drain(..head_end);
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let vhost = head
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case("host: podinfo.example.com"));
             let (status, delay) = match path.as_str() {
                 "/" => ("200 OK", DELAY),
+                "/vhost" if vhost => ("200 OK", DELAY),
                 "/bad" => ("500 Internal Server Error", DELAY),
                 "/slow" => ("200 OK", Duration::from_secs(30)),
                 "/moved" => ("301 Moved Permanently", Duration::ZERO),
@@ -898,6 +931,47 @@ mod tests {
     fn within(value: u64, expected: u64, tolerance: f64) -> bool {
         let (v, e) = (value as f64, expected as f64);
         (v - e).abs() <= e * tolerance
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_host_header_reaches_a_virtual_host_through_a_gateway_address() {
+        install_provider();
+        let addr = start_server().await;
+        let url = format!("http://{addr}/vhost");
+        let plain = run_until(
+            args(&[url.clone()], 50.0, Duration::from_millis(200)),
+            std::future::pending(),
+        )
+        .await
+        .expect("runs");
+        assert_eq!(
+            plain.total.count("200"),
+            0,
+            "no virtual host without --host"
+        );
+        let with_host = LoadtestArgs {
+            host: Some("podinfo.example.com".into()),
+            ..args(&[url], 50.0, Duration::from_millis(200))
+        };
+        let routed = run_until(with_host, std::future::pending())
+            .await
+            .expect("runs");
+        assert!(routed.total.count("200") > 0, "{routed:?}");
+        assert_eq!(routed.total.count("404"), 0, "{routed:?}");
+        for bad in ["", "a b", "x\r\nInjected: 1"] {
+            let bad_args = LoadtestArgs {
+                host: Some(bad.into()),
+                ..args(
+                    &["http://127.0.0.1:9/".into()],
+                    1.0,
+                    Duration::from_millis(10),
+                )
+            };
+            assert!(
+                matches!(bad_args.validate(), Err(LoadtestError::InvalidHost(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

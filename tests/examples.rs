@@ -552,6 +552,41 @@ fn the_loadtest_job_runs_a_valid_canary_gate_loadtest_against_the_service() {
     for r in ["cpu", "memory"] {
         assert!(c["resources"]["requests"][r].is_string(), "requests.{r}");
     }
+
+    // The second container sends what external users send: through the ingress gateway, to
+    // a host the Gateway serves and the VirtualService routes.
+    let ext = &pod["containers"][1];
+    assert_eq!(ext["name"], "external");
+    assert_eq!(ext["image"], c["image"]);
+    assert_eq!(ext["securityContext"]["readOnlyRootFilesystem"], true);
+    let parsed = Args::try_parse_from(
+        std::iter::once("canary-gate".to_string()).chain(strings(&ext["args"])),
+    )
+    .unwrap_or_else(|e| panic!("external load-test args do not parse: {e}"));
+    let Command::Loadtest(ext_lt) = parsed.command else {
+        panic!("the external container does not run `canary-gate loadtest`");
+    };
+    let ext_urls = ext_lt
+        .validate()
+        .expect("external loadtest arguments are valid");
+    let host = ext_lt.host.clone().expect("--host names the external host");
+    let gateway_hosts =
+        strings(&example_one("gateway.yaml", "Gateway")["spec"]["servers"][0]["hosts"]);
+    assert!(
+        gateway_hosts.contains(&host),
+        "{host} not served by the Gateway: {gateway_hosts:?}"
+    );
+    assert!(
+        strings(&virtual_service()["spec"]["hosts"]).contains(&host),
+        "{host} not routed by the VirtualService"
+    );
+    for url in &ext_urls {
+        assert_eq!(
+            url.host_str(),
+            Some("istio-ingressgateway.istio-system"),
+            "{url} does not go through the ingress gateway"
+        );
+    }
 }
 
 fn example_values() -> Value {
