@@ -939,7 +939,7 @@ mod tests {
         let addr = start_server().await;
         let url = format!("http://{addr}/vhost");
         let plain = run_until(
-            args(&[url.clone()], 50.0, Duration::from_millis(200)),
+            args(std::slice::from_ref(&url), 50.0, Duration::from_millis(200)),
             std::future::pending(),
         )
         .await
