@@ -28,6 +28,7 @@ use anyhow::{bail, Context as _};
 use canary_gate::analyzer::Analyzer;
 use canary_gate::cluster::memory::MemoryCluster;
 use canary_gate::cluster::{Cluster, KubeError};
+use canary_gate::gateway_api::{HTTPRoute, HTTPRouteRule};
 use canary_gate::istio::{HttpRoute, VirtualService};
 use canary_gate::metrics::Metrics;
 use canary_gate::prom::PromClient;
@@ -343,6 +344,33 @@ impl Cluster for Counted {
     async fn delete_virtual_service(&self, ns: &str, name: &str) -> Result<(), KubeError> {
         let _g = self.count("delete virtualservice");
         self.inner.delete_virtual_service(ns, name).await
+    }
+    async fn http_routes(&self, ns: &str) -> Result<Vec<HTTPRoute>, KubeError> {
+        let _g = self.count("list httproutes");
+        self.inner.http_routes(ns).await
+    }
+    async fn http_routes_everywhere(&self) -> Result<Vec<HTTPRoute>, KubeError> {
+        self.inner.http_routes_everywhere().await
+    }
+    async fn apply_http_route(&self, route: &HTTPRoute) -> Result<(), KubeError> {
+        let _g = self.count("apply httproute");
+        self.inner.apply_http_route(route).await
+    }
+    async fn patch_http_route(
+        &self,
+        ns: &str,
+        name: &str,
+        rules: &[HTTPRouteRule],
+        annotations: BTreeMap<String, Option<String>>,
+    ) -> Result<(), KubeError> {
+        let _g = self.count("patch httproute");
+        self.inner
+            .patch_http_route(ns, name, rules, annotations)
+            .await
+    }
+    async fn delete_http_route(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+        let _g = self.count("delete httproute");
+        self.inner.delete_http_route(ns, name).await
     }
     async fn event(
         &self,

@@ -129,10 +129,12 @@ fn canary_gate(s: &Scenario, p: &RolloutParams, peek_s: Option<f64>, rng: &mut R
         stable_rolled_out: false,
         analysis: None,
         action: None,
+        approved_by: None,
         progress_deadline: Duration::from_secs(600),
         setup_error: None,
         fresh_window: false,
         peek: None,
+        hooks: Vec::new(),
     };
     // Pending -> Progressing, then the ready twin gets the first step at t0.
     let mut state = RolloutState::pending("canary".into(), "stable".into(), t0);

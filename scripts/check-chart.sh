@@ -154,8 +154,9 @@ render monitoring-loadtest --set serviceMonitor.enabled=true --set loadtest.enab
 render no-analyzer --set analyzer.enabled=false
 render overrides --set fullnameOverride=cg --set replicaCount=1 \
   --set serviceAccount.name=gatekeeper --set analysis.interval=2m --set analysis.stepWeight=5 \
-  --set analysis.maxWeight=30 --set prometheus.url=http://prom.obs:9090 --set manageByDefault=true \
+  --set analysis.maxWeight=30 --set analysis.router=gateway-api --set prometheus.url=http://prom.obs:9090 --set manageByDefault=true \
   --set policies.requireResourceRequests=true --set logLevel=debug \
+  --set policies.allowHooks=false --set 'policies.hookUrlPrefixes={http://ci.tools/,https://ok.example/}' \
   --set webhook.mutating.failurePolicy=Ignore --set webhook.validating.failurePolicy=Ignore \
   --set webhook.timeoutSeconds=10 --set 'webhook.excludeNamespaces={istio-system}' \
   --set image.tag=0.2.0
@@ -180,6 +181,43 @@ PY
 else
   fail "grafanaDashboard ConfigMap"; echo "$out" | indent
 fi
+
+# Notifications (notifications.*): the URLs come from the key `url` of an existing Secret,
+# never from plain values; enabled without a Secret is refused with a clear message; disabled
+# (the default) renders no env var.
+render notifications --set notifications.slack.enabled=true \
+  --set notifications.slack.existingSecret=slack-webhook \
+  --set notifications.webhook.enabled=true --set notifications.webhook.existingSecret=chat-hook \
+  --set notifications.teams.existingSecret=ignored-while-disabled
+if out=$("${PY[@]}" - "$OUT/default.yaml" "$OUT/notifications.yaml" <<'PY' 2>&1
+import sys, yaml
+load = lambda f: [d for d in yaml.safe_load_all(open(f)) if d]
+def env(f):
+    [dep] = [d for d in load(f) if d["kind"] == "Deployment"]
+    [c] = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "canary-gate"]
+    return {e["name"]: e for e in c.get("env", [])}
+assert not [n for n in env(sys.argv[1]) if n.startswith("CANARY_GATE_NOTIFY_")], "default render has notification env"
+e = env(sys.argv[2])
+got = {n: v for n, v in e.items() if n.startswith("CANARY_GATE_NOTIFY_")}
+assert sorted(got) == ["CANARY_GATE_NOTIFY_SLACK_URL", "CANARY_GATE_NOTIFY_WEBHOOK_URL"], sorted(got)
+for name, secret in [("CANARY_GATE_NOTIFY_SLACK_URL", "slack-webhook"), ("CANARY_GATE_NOTIFY_WEBHOOK_URL", "chat-hook")]:
+    v = got[name]
+    assert "value" not in v, name + " has a plain value"
+    assert v["valueFrom"] == {"secretKeyRef": {"name": secret, "key": "url"}}, v
+PY
+); then
+  pass "notifications: disabled by default renders no env; enabled: CANARY_GATE_NOTIFY_*_URL from secretKeyRef <existingSecret>/url, never a plain value"
+else
+  fail "notifications env from Secrets"; echo "$out" | indent
+fi
+must_fail "notifications.slack enabled without existingSecret" \
+  "notifications.slack.enabled=true requires notifications.slack.existingSecret" \
+  --set notifications.slack.enabled=true
+must_fail "notifications.teams enabled without existingSecret" \
+  "notifications.teams.enabled=true requires notifications.teams.existingSecret" \
+  --set notifications.teams.enabled=true --set notifications.teams.existingSecret=
+must_fail "notifications.webhook.url (URLs only from a Secret)" "Additional property url is not allowed" \
+  --set notifications.webhook.url=http://chat.example/hook
 
 # tls.mode=helm on upgrade: helm template never runs lookup, so render a copy
 # of the chart whose lookup is replaced by a Secret "found" in the cluster (the
@@ -216,6 +254,7 @@ must_fail "tls.caBundle not a certificate" "neither a PEM certificate" \
 must_fail "failurePolicy=Sometimes" "failurePolicy must be one of" \
   --set webhook.mutating.failurePolicy=Sometimes
 must_fail "analysis.interval=soon" "analysis.interval" --set analysis.interval=soon
+must_fail "analysis.router=linkerd" "analysis.router" --set analysis.router=linkerd
 must_fail "loadtest without urls" "requires at least one URL" \
   --set loadtest.enabled=true --set loadtest.urls=null
 must_fail "unknown value key (typo)" "Additional property intreval is not allowed" --set analysis.intreval=30s
@@ -456,6 +495,7 @@ EXPECTED_CLUSTER_RULES = [
     (("apps",), ("deployments",), VERBS_RW),
     (("",), ("services",), VERBS_RW),
     (("networking.istio.io",), ("destinationrules", "virtualservices"), VERBS_RW),
+    (("gateway.networking.k8s.io",), ("httproutes",), ["list", "create", "patch", "delete"]),
     (("events.k8s.io",), ("events",), ["create", "patch"]),
     (("",), ("events",), ["create", "patch"]),
 ]
@@ -471,11 +511,14 @@ DEFAULT_ENV = {
     "CANARY_GATE_DEFAULT_THRESHOLD": "5",
     "CANARY_GATE_DEFAULT_MIN_SUCCESS_RATE": "99",
     "CANARY_GATE_DEFAULT_MAX_P99_MS": "500",
+    "CANARY_GATE_DEFAULT_ROUTER": "auto",
     "CANARY_GATE_MANAGE_BY_DEFAULT": "false",
     "CANARY_GATE_POLICY_REQUIRE_READINESS_PROBE": "true",
     "CANARY_GATE_POLICY_FORBID_LATEST_TAG": "true",
     "CANARY_GATE_POLICY_REQUIRE_RESOURCE_REQUESTS": "false",
     "CANARY_GATE_POLICY_ALLOW_CUSTOM_GATES": "true",
+    "CANARY_GATE_POLICY_ALLOW_HOOKS": "true",
+    "CANARY_GATE_POLICY_HOOK_URL_PREFIXES": "",
     "CANARY_GATE_CONTROLLER_USERNAME": SA_USER,
     "CANARY_GATE_LEASE_NAMESPACE": ("fieldRef", "metadata.namespace"),
     "CANARY_GATE_POD_NAME": ("fieldRef", "metadata.name"),
@@ -568,6 +611,7 @@ def webhook_common(docs, full=FULL, failure=("Fail", "Fail"), timeout=5, exclude
         ([""], ["v1"], ["services"], ["UPDATE", "DELETE"], "Namespaced"),
         (["networking.istio.io"], ["v1", "v1beta1", "v1alpha3"], ["virtualservices", "destinationrules"],
          ["CREATE", "UPDATE", "DELETE"], "Namespaced"),
+        (["gateway.networking.k8s.io"], ["v1"], ["httproutes"], ["UPDATE", "DELETE"], "Namespaced"),
     ], "validating rules")
 
 def deployment(docs):
@@ -848,7 +892,10 @@ if d is not None:
         expected.update({
             "CANARY_GATE_PROMETHEUS_URL": "http://prom.obs:9090", "CANARY_GATE_DEFAULT_INTERVAL": "2m",
             "CANARY_GATE_DEFAULT_STEP_WEIGHT": "5", "CANARY_GATE_DEFAULT_MAX_WEIGHT": "30",
+            "CANARY_GATE_DEFAULT_ROUTER": "gateway-api",
             "CANARY_GATE_MANAGE_BY_DEFAULT": "true", "CANARY_GATE_POLICY_REQUIRE_RESOURCE_REQUESTS": "true",
+            "CANARY_GATE_POLICY_ALLOW_HOOKS": "false",
+            "CANARY_GATE_POLICY_HOOK_URL_PREFIXES": "http://ci.tools/,https://ok.example/",
             "RUST_LOG": "debug", "CANARY_GATE_CONTROLLER_USERNAME": "system:serviceaccount:%s:gatekeeper" % namespace,
         })
         eq(env, expected, "env")

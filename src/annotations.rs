@@ -16,8 +16,17 @@ pub const SERVICE: &str = "canary-gate.io/service";
 pub const CONFIDENCE: &str = "canary-gate.io/confidence";
 pub const MIN_REQUESTS: &str = "canary-gate.io/min-requests";
 pub const TOLERANCE: &str = "canary-gate.io/tolerance";
+/// Which routes carry the split: `auto` (default), `istio` or `gateway-api`.
+pub const ROUTER: &str = "canary-gate.io/router";
 /// Custom gates: `canary-gate.io/gate.<name>: '{"query": "...", "max": 1.5}'`.
 pub const GATE_PREFIX: &str = "canary-gate.io/gate.";
+/// Hooks: `canary-gate.io/hook.<name>: '{"type": "pre-rollout", "url": "http://..."}'`.
+pub const HOOK_PREFIX: &str = "canary-gate.io/hook.";
+/// How long a `confirm-rollout` hook may answer "not yet" before the rollout is cancelled.
+pub const CONFIRM_DEADLINE: &str = "canary-gate.io/confirm-deadline";
+/// Notifications for this Deployment: `off`, or a comma list of `slack`, `teams`, `webhook`
+/// (default: every provider the install configured).
+pub const NOTIFY: &str = "canary-gate.io/notify";
 
 // Manual action (written by users or `canary-gate` CLI, cleared by the analyzer).
 pub const ACTION: &str = "canary-gate.io/action";
@@ -38,6 +47,11 @@ pub const UNREADY_SINCE: &str = "canary-gate.io/unready-since";
 pub const MESSAGE: &str = "canary-gate.io/message";
 pub const GATES: &str = "canary-gate.io/gates";
 pub const COUNTS: &str = "canary-gate.io/counts";
+/// What the rollout remembers of its hooks (waits, last calls, post-rollout sent).
+pub const HOOKS: &str = "canary-gate.io/hooks";
+/// Who asked for `canary-gate.io/action: approve`, as the API server authenticated them:
+/// written by the mutating webhook from the AdmissionReview, never taken from the user.
+pub const APPROVED_BY: &str = "canary-gate.io/approved-by";
 
 // On objects the analyzer creates or adopts.
 /// Label on every object canary-gate created (twin, canary Service, created routes).
@@ -46,6 +60,8 @@ pub const MANAGED_LABEL: &str = "canary-gate.io/managed";
 pub const OWNER: &str = "canary-gate.io/owner";
 /// On a user's VirtualService adopted for a rollout: its original `spec.http`, restored at the end.
 pub const ORIGINAL_ROUTES: &str = "canary-gate.io/original-http";
+/// On a user's HTTPRoute adopted for a rollout: its original `spec.rules`, restored at the end.
+pub const ORIGINAL_RULES: &str = "canary-gate.io/original-rules";
 /// Pod label on twin pods so they are never mistaken for stable ones.
 pub const TWIN_LABEL: &str = "canary-gate.io/twin";
 
@@ -64,7 +80,10 @@ pub const SETTINGS: &[&str] = &[
     CONFIDENCE,
     MIN_REQUESTS,
     TOLERANCE,
+    ROUTER,
     ACTION,
+    CONFIRM_DEADLINE,
+    NOTIFY,
 ];
 
 pub const STATE: &[&str] = &[
@@ -83,4 +102,6 @@ pub const STATE: &[&str] = &[
     MESSAGE,
     GATES,
     COUNTS,
+    HOOKS,
+    APPROVED_BY,
 ];

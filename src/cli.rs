@@ -55,6 +55,9 @@ pub enum Command {
     Pause(crate::commands::act::ActArgs),
     /// Continue a paused rollout with a fresh analysis window.
     Resume(crate::commands::act::ActArgs),
+    /// Approve the promotion (satisfies `confirm-promotion` hooks); recorded on the
+    /// Deployment with who approved, as the API server authenticated them.
+    Approve(crate::commands::act::ActArgs),
     /// Generate a CA and a serving certificate for the webhook and print the caBundle.
     Certs(crate::certs::CertsArgs),
 }
@@ -71,6 +74,61 @@ pub struct ServeArgs {
     pub analyzer: AnalyzerArgs,
     #[command(flatten)]
     pub dashboard: DashboardArgs,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// Notification URLs are secrets: set them from a Secret through the environment (the chart's
+/// `notifications.*.existingSecret`); their values never show in `--help`, `Debug` or logs.
+#[derive(Debug, Clone, ClapArgs)]
+#[command(next_help_heading = "Notifications")]
+pub struct NotifyArgs {
+    /// Slack incoming-webhook URL.
+    #[arg(
+        long,
+        env = "CANARY_GATE_NOTIFY_SLACK_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub notify_slack_url: Option<crate::outbound::notify::SecretUrl>,
+    /// Microsoft Teams Workflows webhook URL (Adaptive Cards).
+    #[arg(
+        long,
+        env = "CANARY_GATE_NOTIFY_TEAMS_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub notify_teams_url: Option<crate::outbound::notify::SecretUrl>,
+    /// Generic JSON webhook URL.
+    #[arg(
+        long,
+        env = "CANARY_GATE_NOTIFY_WEBHOOK_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub notify_webhook_url: Option<crate::outbound::notify::SecretUrl>,
+    /// Timeout of one notification attempt (connect, answer and body).
+    #[arg(long, env = "CANARY_GATE_NOTIFY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub notify_timeout: Duration,
+    /// Attempts per notification and provider (retried on 5xx, 429, timeouts, connect errors).
+    #[arg(long, env = "CANARY_GATE_NOTIFY_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub notify_attempts: u32,
+}
+
+impl NotifyArgs {
+    /// The notifier's configuration; an invalid URL is an error naming the provider only.
+    pub fn config(&self) -> Result<crate::outbound::notify::NotifyConfig, String> {
+        let config = crate::outbound::notify::NotifyConfig {
+            slack: self.notify_slack_url.clone(),
+            teams: self.notify_teams_url.clone(),
+            webhook: self.notify_webhook_url.clone(),
+            timeout: self.notify_timeout,
+            attempts: self.notify_attempts,
+            ..Default::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -142,6 +200,14 @@ pub struct AnalysisArgs {
         default_value_t = 10
     )]
     pub default_inconclusive_limit: u32,
+    /// Router for Deployments without `canary-gate.io/router`: auto, istio or gateway-api.
+    #[arg(long, env = "CANARY_GATE_DEFAULT_ROUTER", default_value = "auto", value_parser = parse_router)]
+    pub default_router: crate::rollout::routes::Router,
+}
+
+fn parse_router(s: &str) -> Result<crate::rollout::routes::Router, String> {
+    crate::rollout::routes::Router::parse(s)
+        .ok_or_else(|| format!("{s:?}: {}", crate::rollout::routes::Router::ALLOWED))
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -161,6 +227,18 @@ pub struct PolicyArgs {
         action = clap::ArgAction::Set
     )]
     pub policy_allow_custom_gates: bool,
+    /// Allow rollout hooks (`canary-gate.io/hook.<name>`): they make canary-gate send HTTP
+    /// requests inside the cluster on behalf of whoever may edit a Deployment.
+    #[arg(long, env = "CANARY_GATE_POLICY_ALLOW_HOOKS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub policy_allow_hooks: bool,
+    /// Comma-separated URL prefixes hook URLs must start with (empty: any http(s) URL).
+    #[arg(
+        long,
+        env = "CANARY_GATE_POLICY_HOOK_URL_PREFIXES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub policy_hook_url_prefixes: Vec<String>,
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -219,6 +297,14 @@ impl ServeArgs {
                 forbid_latest_tag: self.policy.policy_forbid_latest_tag,
                 require_resource_requests: self.policy.policy_require_resource_requests,
                 allow_custom_gates: self.policy.policy_allow_custom_gates,
+                allow_hooks: self.policy.policy_allow_hooks,
+                hook_url_prefixes: self
+                    .policy
+                    .policy_hook_url_prefixes
+                    .iter()
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect(),
             },
         }
     }
@@ -234,6 +320,7 @@ impl AnalysisArgs {
             min_success_rate: self.default_min_success_rate,
             max_p99_ms: self.default_max_p99_ms,
             inconclusive_limit: self.default_inconclusive_limit,
+            router: self.default_router,
             ..Defaults::default()
         }
     }
@@ -288,6 +375,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         Command::Abort(args) => crate::commands::act::run(Action::Abort, args).await,
         Command::Pause(args) => crate::commands::act::run(Action::Pause, args).await,
         Command::Resume(args) => crate::commands::act::run(Action::Resume, args).await,
+        Command::Approve(args) => crate::commands::act::run(Action::Approve, args).await,
         Command::Certs(args) => crate::certs::run(args).map(|()| 0),
         Command::Serve(serve) => {
             let running = start(*serve).await?;
@@ -390,6 +478,8 @@ impl Running {
 pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     // One crypto provider for every TLS user in the process (webhook, kube client, reqwest).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // A bad notification URL is a startup error naming the provider (never the URL).
+    args.notify.config().map_err(anyhow::Error::msg)?;
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
 

@@ -59,6 +59,30 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutboundLabels {
+    /// hook | slack | teams | webhook
+    pub kind: &'static str,
+    /// success | failure | timeout
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabels {
+    /// confirm-rollout | pre-rollout | rollout | confirm-promotion | post-rollout | rollback
+    pub r#type: &'static str,
+    /// pass | fail | timeout | error
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// slack | teams | webhook
+    pub provider: &'static str,
+    /// sent | failed | dropped
+    pub outcome: &'static str,
+}
+
 /// All metrics, shared by the webhook, the analyzer and the clients.
 pub struct Metrics {
     registry: Registry,
@@ -76,6 +100,9 @@ pub struct Metrics {
     pub tick_lateness: Histogram,
     pub tick_duration: Histogram,
     pub leader: Gauge,
+    pub outbound_calls: Family<OutboundLabels, Counter>,
+    pub notifications: Family<NotificationLabels, Counter>,
+    pub hook_calls: Family<HookLabels, Counter>,
 }
 
 impl Metrics {
@@ -168,6 +195,24 @@ impl Metrics {
             "1 when this replica holds the analyzer lease",
             leader.clone(),
         );
+        let outbound_calls = Family::<OutboundLabels, Counter>::default();
+        registry.register(
+            "outbound_calls",
+            "Outbound HTTP calls (hooks, notifications) by kind and outcome",
+            outbound_calls.clone(),
+        );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications by provider and outcome (sent, failed, dropped)",
+            notifications.clone(),
+        );
+        let hook_calls = Family::<HookLabels, Counter>::default();
+        registry.register(
+            "hook_calls",
+            "Rollout hook calls by type and outcome (pass, fail, timeout, error)",
+            hook_calls.clone(),
+        );
         Arc::new(Metrics {
             registry,
             admission_requests,
@@ -184,6 +229,9 @@ impl Metrics {
             tick_lateness,
             tick_duration,
             leader,
+            outbound_calls,
+            notifications,
+            hook_calls,
         })
     }
 
@@ -192,6 +240,18 @@ impl Metrics {
         // Encoding into a String only fails on fmt errors, which String never returns.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    pub fn count_outbound(&self, kind: &'static str, outcome: &'static str) {
+        self.outbound_calls
+            .get_or_create(&OutboundLabels { kind, outcome })
+            .inc();
+    }
+
+    pub fn count_notification(&self, provider: &'static str, outcome: &'static str) {
+        self.notifications
+            .get_or_create(&NotificationLabels { provider, outcome })
+            .inc();
     }
 
     pub fn count_call(

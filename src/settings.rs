@@ -24,6 +24,8 @@ pub struct Defaults {
     pub confidence: f64,
     pub min_requests: f64,
     pub tolerance: f64,
+    /// Router when a Deployment has no `canary-gate.io/router` (chart `analysis.router`).
+    pub router: crate::rollout::routes::Router,
 }
 
 impl Default for Defaults {
@@ -39,6 +41,7 @@ impl Default for Defaults {
             confidence: 0.99,
             min_requests: 30.0,
             tolerance: 0.5,
+            router: crate::rollout::routes::Router::Auto,
         }
     }
 }
@@ -113,8 +116,17 @@ pub struct Settings {
     pub tolerance: f64,
     /// The Service that fronts the Deployment, when the user names it; otherwise found by selector.
     pub service: Option<String>,
+    /// Which routes carry the split (`canary-gate.io/router`).
+    pub router: crate::rollout::routes::Router,
     pub gates: Vec<CustomGate>,
+    /// `canary-gate.io/hook.<name>` annotations, in name order.
+    pub hooks: Vec<crate::rollout::hooks::Hook>,
+    /// How long `confirm-rollout` hooks may answer "not yet" before the rollout is cancelled.
+    pub confirm_deadline: Duration,
 }
+
+/// Default of `canary-gate.io/confirm-deadline`.
+pub const DEFAULT_CONFIRM_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// One bad annotation: which, the value, what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +185,10 @@ impl From<&Defaults> for Settings {
             min_requests: d.min_requests,
             tolerance: d.tolerance,
             service: None,
+            router: d.router,
             gates: Vec::new(),
+            hooks: Vec::new(),
+            confirm_deadline: DEFAULT_CONFIRM_DEADLINE,
         }
     }
 }
@@ -249,6 +264,13 @@ impl Settings {
                 &format!("step-weight ({step_weight}) must not exceed max-weight ({max_weight})"),
             );
         }
+        let router = match annotations.get(ann::ROUTER) {
+            Some(v) => crate::rollout::routes::Router::parse(v).unwrap_or_else(|| {
+                p.error(ann::ROUTER, v, crate::rollout::routes::Router::ALLOWED);
+                defaults.router
+            }),
+            None => defaults.router,
+        };
         let service = match annotations.get(ann::SERVICE) {
             Some(v) if is_dns_label(v) => Some(v.clone()),
             Some(v) => {
@@ -266,11 +288,35 @@ impl Settings {
                 p.error(
                     ann::ACTION,
                     v,
-                    "must be one of promote, abort, pause, resume",
+                    "must be one of promote, abort, pause, resume, approve",
                 );
             }
         }
+        if let Some(v) = annotations.get(ann::NOTIFY) {
+            if let Err(why) = crate::outbound::notify::parse_channels(Some(v)) {
+                p.error(ann::NOTIFY, v, &why);
+            }
+        }
         let gates = p.gates();
+        let hooks = p.hooks();
+        let confirm_deadline = match annotations.get(ann::CONFIRM_DEADLINE) {
+            None => DEFAULT_CONFIRM_DEADLINE,
+            Some(raw) => match humantime::parse_duration(raw.trim()) {
+                Ok(d)
+                    if (Duration::from_secs(60)..=Duration::from_secs(7 * 86_400)).contains(&d) =>
+                {
+                    d
+                }
+                _ => {
+                    p.error(
+                        ann::CONFIRM_DEADLINE,
+                        raw,
+                        "must be a duration from 1m to 7d, e.g. 1h",
+                    );
+                    DEFAULT_CONFIRM_DEADLINE
+                }
+            },
+        };
         p.unknown_keys();
         if !p.errors.is_empty() {
             return Err(SettingErrors(p.errors));
@@ -287,7 +333,10 @@ impl Settings {
             min_requests,
             tolerance,
             service,
+            router,
             gates,
+            hooks,
+            confirm_deadline,
         })
     }
 
@@ -443,6 +492,22 @@ impl Parser<'_> {
         gates
     }
 
+    fn hooks(&mut self) -> Vec<crate::rollout::hooks::Hook> {
+        let mut hooks = Vec::new();
+        for (key, raw, parsed) in crate::rollout::hooks::from_annotations(self.annotations) {
+            let name = &key[ann::HOOK_PREFIX.len()..];
+            if !is_dns_label(name) {
+                self.error(&key, &raw, "the hook name after `hook.` must be a lowercase DNS label, e.g. hook.smoke-tests");
+                continue;
+            }
+            match parsed {
+                Ok(h) => hooks.push(h),
+                Err(why) => self.error(&key, &raw, &why),
+            }
+        }
+        hooks
+    }
+
     /// Typos like `canary-gate.io/max-wieght` would otherwise be silently ignored.
     fn unknown_keys(&mut self) {
         let unknown: Vec<(String, String)> = self
@@ -453,6 +518,7 @@ impl Parser<'_> {
                 !ann::SETTINGS.contains(&k.as_str())
                     && !ann::STATE.contains(&k.as_str())
                     && !k.starts_with(ann::GATE_PREFIX)
+                    && !k.starts_with(ann::HOOK_PREFIX)
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
@@ -503,6 +569,37 @@ mod tests {
             s.plan(),
             "10 % steps every 30s to 50 %, gates: success ≥ 99 %, p99 ≤ 500 ms; decisive evidence rolls back at any moment"
         );
+    }
+
+    #[test]
+    fn router_is_parsed_and_a_bad_one_named() {
+        use crate::rollout::routes::Router;
+        assert_eq!(parse(&[]).expect("valid").router, Router::Auto);
+        for (v, r) in [
+            ("auto", Router::Auto),
+            ("istio", Router::Istio),
+            ("gateway-api", Router::GatewayApi),
+        ] {
+            assert_eq!(parse(&[(ann::ROUTER, v)]).expect("valid").router, r);
+        }
+        let gateway = Defaults {
+            router: Router::GatewayApi,
+            ..Defaults::default()
+        };
+        let s = Settings::from_annotations(&gateway, &annotations(&[])).expect("valid");
+        assert_eq!(s.router, Router::GatewayApi, "the chart default");
+        let s = Settings::from_annotations(&gateway, &annotations(&[(ann::ROUTER, "istio")]));
+        assert_eq!(
+            s.expect("valid").router,
+            Router::Istio,
+            "the annotation wins"
+        );
+        let err = parse(&[(ann::ROUTER, "linkerd")])
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("canary-gate.io/router"), "{err}");
+        assert!(err.contains("\"linkerd\""), "{err}");
+        assert!(err.contains("auto, istio, gateway-api"), "{err}");
     }
 
     #[test]

@@ -15,14 +15,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use canary_gate::analyzer::{Analyzer, TickReport};
+use canary_gate::annotations as ann;
 use canary_gate::cluster::memory::MemoryCluster;
 use canary_gate::cluster::{Cluster, KubeError};
 use canary_gate::gates::Sample;
+use canary_gate::gateway_api::{HTTPRoute, HTTPRouteRule};
 use canary_gate::istio::{HttpRoute, VirtualService};
 use canary_gate::metrics::Metrics;
 use canary_gate::prom::{PromError, QueryApi};
 use canary_gate::rollout::machine::EventType;
-use canary_gate::rollout::routes::canary_share;
+use canary_gate::rollout::routes::{canary_share, gateway};
 use canary_gate::rollout::state::{Phase, RolloutState};
 use canary_gate::settings::Defaults;
 use jiff::{SignedDuration, Timestamp};
@@ -35,6 +37,59 @@ const CREATED_VS: &str = "podinfo-canary-gate";
 const INTERVAL: SignedDuration = SignedDuration::from_secs(30);
 /// Enough ticks for any rollout here to end (the longest: 10 blind checks after 2 steps).
 const MAX_TICKS: usize = 40;
+
+/// Which routes carry the rollout's traffic: the scenarios run for each.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Routes {
+    /// None of the user's: canary-gate creates a VirtualService (router `auto`).
+    Created,
+    /// The user's own VirtualService, adopted.
+    Vs,
+    /// The user's own Gateway API HTTPRoute, adopted (router `auto` finds it).
+    HttpRoute,
+    /// None of the user's, router `gateway-api`: canary-gate creates a GAMMA HTTPRoute.
+    CreatedHttpRoute,
+}
+
+/// `true`: the user's VirtualService is adopted; `false`: one is created.
+impl From<bool> for Routes {
+    fn from(adopt: bool) -> Routes {
+        if adopt {
+            Routes::Vs
+        } else {
+            Routes::Created
+        }
+    }
+}
+
+impl std::fmt::Display for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// A user's own HTTPRoute for the Service: attached to a Gateway and to the Service (GAMMA),
+/// a rule with matches, a filter and a timeout to the Service, a weighted rule shared with
+/// another backend, and a rule that does not touch the Service.
+fn user_http_route() -> HTTPRoute {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": NAME, "namespace": NS},
+        "spec": {
+            "parentRefs": [{"name": "public", "namespace": "gateways"}, {"group": "", "kind": "Service", "name": NAME, "port": 9898}],
+            "hostnames": ["podinfo.example.com"],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+                 "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-api", "value": "1"}]}}],
+                 "timeouts": {"request": "5s"},
+                 "backendRefs": [{"name": NAME, "port": 9898}]},
+                {"backendRefs": [{"name": NAME, "port": 9898, "weight": 80}, {"name": "legacy", "port": 80, "weight": 20}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/cart"}}], "backendRefs": [{"name": "cart", "port": 80}]}
+            ]
+        }
+    }))
+    .expect("static httproute")
+}
 
 // ---------------------------------------------------------------------------------------------
 // A scripted Prometheus
@@ -214,16 +269,22 @@ fn state_of(d: &Deployment) -> RolloutState {
 }
 
 impl Harness {
-    /// A stable Deployment held by the webhook (phase Pending), its Service and, with
-    /// `adopt`, the user's own VirtualService for the host.
-    fn new(prom: Prom, adopt: bool, interval: &str) -> Harness {
+    /// A stable Deployment held by the webhook (phase Pending), its Service and the user's
+    /// own routes for it, if `routes` says so.
+    fn new(prom: Prom, routes: impl Into<Routes>, interval: &str) -> Harness {
+        let routes = routes.into();
         let cluster = Arc::new(MemoryCluster::new());
-        let (d, _) = admitted_deployment(&[("canary-gate.io/interval", interval)])
-            .expect("admitted deployment");
+        let mut annotations = vec![("canary-gate.io/interval", interval)];
+        if routes == Routes::CreatedHttpRoute {
+            annotations.push(("canary-gate.io/router", "gateway-api"));
+        }
+        let (d, _) = admitted_deployment(&annotations).expect("admitted deployment");
         cluster.put_deployment(d);
         cluster.put_service(podinfo_service());
-        if adopt {
-            cluster.put_virtual_service(user_virtual_service());
+        match routes {
+            Routes::Vs => cluster.put_virtual_service(user_virtual_service()),
+            Routes::HttpRoute => cluster.put_http_route(user_http_route()),
+            Routes::Created | Routes::CreatedHttpRoute => {}
         }
         let prom = ScriptedProm::new(prom);
         let analyzer = analyzer(&cluster, &prom);
@@ -258,12 +319,17 @@ impl Harness {
     }
 
     fn route_weight(&self) -> i32 {
-        self.cluster
+        let vs = self
+            .cluster
             .all_virtual_services()
-            .iter()
-            .filter_map(|vs| canary_share(vs, NAME))
-            .max()
-            .unwrap_or(0)
+            .into_iter()
+            .filter_map(|vs| canary_share(&vs, NAME));
+        let http = self
+            .cluster
+            .all_http_routes()
+            .into_iter()
+            .filter_map(|r| gateway::canary_share(&r, NAME));
+        vs.chain(http).max().unwrap_or(0)
     }
 
     fn observe(&mut self) {
@@ -333,22 +399,44 @@ impl Harness {
 }
 
 /// Nothing canary-gate created is left, and the user's routes are exactly theirs again.
-fn assert_no_orphans(h: &Harness, adopt: bool, ctx: &str) {
+fn assert_no_orphans(h: &Harness, routes: impl Into<Routes>, ctx: &str) {
     let objects = h.cluster.object_names();
     let mut want = vec![
         format!("deployment {NS}/{NAME}"),
         format!("service {NS}/{NAME}"),
     ];
-    if adopt {
-        want.push(format!("virtualservice {NS}/{NAME}"));
-    }
+    want.extend(user_routes(routes.into()));
     assert_eq!(objects, want, "{ctx}: leftover or missing objects");
-    if adopt {
-        let vs = h.cluster.virtual_service(NS, NAME).expect("user VS");
+    assert_user_routes_restored(h, ctx);
+}
+
+/// The user's own route objects a scenario starts with.
+fn user_routes(routes: Routes) -> Vec<String> {
+    match routes {
+        Routes::Vs => vec![format!("virtualservice {NS}/{NAME}")],
+        Routes::HttpRoute => vec![format!("httproute {NS}/{NAME}")],
+        Routes::Created | Routes::CreatedHttpRoute => vec![],
+    }
+}
+
+/// The user's routes (of either kind, where present) are exactly theirs again, byte for byte.
+fn assert_user_routes_restored(h: &Harness, ctx: &str) {
+    if let Some(vs) = h.cluster.virtual_service(NS, NAME) {
         assert_eq!(vs.spec, user_virtual_service().spec, "{ctx}: user routes");
         assert!(
             vs.metadata.annotations.unwrap_or_default().is_empty(),
             "{ctx}: adoption marks left on the user's VirtualService"
+        );
+    }
+    if let Some(route) = h.cluster.http_route(NS, NAME) {
+        assert_eq!(
+            serde_json::to_string(&route.spec).expect("json"),
+            serde_json::to_string(&user_http_route().spec).expect("json"),
+            "{ctx}: user HTTPRoute rules"
+        );
+        assert!(
+            route.metadata.annotations.unwrap_or_default().is_empty(),
+            "{ctx}: adoption marks left on the user's HTTPRoute"
         );
     }
 }
@@ -374,7 +462,8 @@ fn assert_world_matches_state(h: &Harness, ctx: &str) {
     }
 }
 
-async fn reference(prom: Prom, adopt: bool) -> Outcome {
+async fn reference(prom: Prom, adopt: impl Into<Routes>) -> Outcome {
+    let adopt = adopt.into();
     let mut h = Harness::new(prom, adopt, "30s");
     h.run_to_end().await;
     assert!(
@@ -454,14 +543,17 @@ async fn reference_rollouts_take_every_step() {
 // Crash and resume
 
 /// Every scenario the crash tests replay: prometheus behaviour × adopted or created routes.
-const SCENARIOS: &[(Prom, bool)] = &[
-    (Prom::Healthy, true),
-    (Prom::Healthy, false),
-    (Prom::Broken, false),
-    (Prom::Slow, true),
+const SCENARIOS: &[(Prom, Routes)] = &[
+    (Prom::Healthy, Routes::Vs),
+    (Prom::Healthy, Routes::Created),
+    (Prom::Broken, Routes::Created),
+    (Prom::Slow, Routes::Vs),
+    (Prom::Healthy, Routes::HttpRoute),
+    (Prom::Broken, Routes::HttpRoute),
+    (Prom::Healthy, Routes::CreatedHttpRoute),
 ];
 
-fn assert_same_end(h: &Harness, r: &Outcome, adopt: bool, ctx: &str) {
+fn assert_same_end(h: &Harness, r: &Outcome, adopt: Routes, ctx: &str) {
     let o = h.outcome();
     assert_eq!(o.phase, r.phase, "{ctx}: final phase");
     assert_eq!(o.states, r.states, "{ctx}: persisted (phase, weight) steps");
@@ -542,6 +634,18 @@ fn reconcile_faults() -> Vec<(&'static str, KubeError)> {
         ("delete service", KubeError::Api("internal error".into())),
         (
             "delete virtualservice",
+            KubeError::Timeout(Duration::from_secs(10)),
+        ),
+        (
+            "apply httproute",
+            KubeError::Timeout(Duration::from_secs(10)),
+        ),
+        (
+            "patch httproute",
+            KubeError::Api("etcdserver: request timed out".into()),
+        ),
+        (
+            "delete httproute",
             KubeError::Timeout(Duration::from_secs(10)),
         ),
     ]
@@ -813,7 +917,7 @@ async fn restart_while_prometheus_is_down_keeps_the_blind_count() {
 // ---------------------------------------------------------------------------------------------
 // The user deletes objects under a running rollout
 
-async fn progressing_at(weight: u32, adopt: bool) -> Harness {
+async fn progressing_at(weight: u32, adopt: impl Into<Routes>) -> Harness {
     let mut h = Harness::new(Prom::Healthy, adopt, "30s");
     while h.state().weight < weight {
         assert!(h.ticks < MAX_TICKS);
@@ -867,7 +971,13 @@ async fn failing_repairs_back_off_and_recover() {
 
 #[tokio::test]
 async fn twin_deleted_by_hand_is_recreated_next_tick() {
-    for (adopt, restart) in [(true, false), (false, false), (true, true)] {
+    for (adopt, restart) in [
+        (Routes::Vs, false),
+        (Routes::Created, false),
+        (Routes::Vs, true),
+        (Routes::HttpRoute, true),
+        (Routes::CreatedHttpRoute, false),
+    ] {
         let ctx = format!("adopt={adopt} restart={restart}");
         let r = reference(Prom::Healthy, adopt).await;
         let mut h = progressing_at(20, adopt).await;
@@ -917,6 +1027,149 @@ async fn canary_service_and_routes_deleted_by_hand_are_restored() {
     assert_world_matches_state(&h, "canary Service and routes deleted by hand");
 }
 
+#[tokio::test]
+async fn tampered_http_routes_are_split_again_and_restored() {
+    // Someone with more rights than the webhook allows (or with it off) rewrites the adopted
+    // HTTPRoute's rules mid-rollout, or deletes the created one: the next tick splits it
+    // again at the persisted weight, and the end restores the user's original rules.
+    for routes in [Routes::HttpRoute, Routes::CreatedHttpRoute] {
+        let ctx = format!("{routes}");
+        let r = reference(Prom::Healthy, routes).await;
+        let mut h = progressing_at(20, routes).await;
+        match routes {
+            Routes::HttpRoute => {
+                let mut route = h.cluster.http_route(NS, NAME).expect("adopted route");
+                route.spec.rules = user_http_route().spec.rules;
+                h.cluster.put_http_route(route);
+            }
+            _ => h
+                .cluster
+                .delete_http_route(NS, CREATED_VS)
+                .await
+                .expect("delete created route"),
+        }
+        assert_eq!(h.route_weight(), 0, "{ctx}: tampered");
+        h.tick().await;
+        assert_world_matches_state(&h, &ctx);
+        h.run_to_end().await;
+        let o = h.outcome();
+        assert_eq!((o.phase, o.states), (r.phase, r.states), "{ctx}");
+        assert_no_orphans(&h, routes, &ctx);
+    }
+}
+
+#[tokio::test]
+async fn a_mangled_saved_original_still_takes_the_canary_out_of_the_http_route() {
+    let mut h = progressing_at(20, Routes::HttpRoute).await;
+    let mut route = h.cluster.http_route(NS, NAME).expect("adopted");
+    route
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ann::ORIGINAL_RULES.into(), "not json".into());
+    h.cluster.put_http_route(route);
+    // Abort: the rollback restores what it can.
+    let d = h.stable().expect("stable");
+    let mut d2 = d.clone();
+    d2.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert("canary-gate.io/action".into(), "abort".into());
+    h.cluster.put_deployment(d2);
+    h.run_to_end().await;
+    let route = h.cluster.http_route(NS, NAME).expect("user route");
+    assert!(
+        route
+            .spec
+            .rules
+            .iter()
+            .flat_map(|r| &r.backend_refs)
+            .all(|b| b.name != TWIN),
+        "canary backendRef left: {:?}",
+        route.spec.rules
+    );
+    // Weights given back: 80 → 80, the sole ref keeps all the traffic.
+    assert_eq!(route.spec.rules[1].backend_refs[0].weight, Some(80));
+    assert_eq!(route.spec.rules[2], user_http_route().spec.rules[2]);
+}
+
+#[tokio::test]
+async fn both_kinds_routing_the_service_are_both_split_and_restored() {
+    // `router: auto` with a VirtualService *and* an HTTPRoute for the Service: both carry the
+    // same canary share at every step, no third route is created, both are restored.
+    let mut h = Harness::new(Prom::Healthy, Routes::HttpRoute, "30s");
+    h.cluster.put_virtual_service(user_virtual_service());
+    while !h.done() {
+        assert!(h.ticks < MAX_TICKS);
+        h.tick().await;
+        let s = h.state();
+        if matches!(s.phase, Phase::Progressing | Phase::Promoting) {
+            let vs = h.cluster.virtual_service(NS, NAME).expect("vs");
+            let route = h.cluster.http_route(NS, NAME).expect("route");
+            assert_eq!(canary_share(&vs, NAME), Some(s.weight as i32), "vs");
+            assert_eq!(
+                gateway::canary_share(&route, NAME),
+                Some(s.weight as i32),
+                "route"
+            );
+        }
+    }
+    h.tick().await;
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    assert_eq!(h.state().phase, Phase::Succeeded);
+    let mut want = vec![
+        format!("deployment {NS}/{NAME}"),
+        format!("service {NS}/{NAME}"),
+        format!("virtualservice {NS}/{NAME}"),
+        format!("httproute {NS}/{NAME}"),
+    ];
+    want.sort();
+    let mut got = h.cluster.object_names();
+    got.sort();
+    assert_eq!(got, want);
+    assert_user_routes_restored(&h, "both kinds");
+}
+
+#[tokio::test]
+async fn an_unresolved_canary_backend_gets_no_traffic_and_rolls_back() {
+    // The implementation reports ResolvedRefs=False on the route once the canary backendRef
+    // is in it (e.g. a cross-namespace backend without a ReferenceGrant).
+    let mut h = Harness::new(Prom::Healthy, Routes::HttpRoute, "30s");
+    while h.state().phase == Phase::Pending {
+        h.tick().await;
+    }
+    assert_eq!((h.state().phase, h.state().weight), (Phase::Progressing, 0));
+    let mut route = h.cluster.http_route(NS, NAME).expect("adopted");
+    route.status = Some(
+        serde_json::from_value(serde_json::json!({"parents": [{
+            "parentRef": {"name": "public", "namespace": "gateways"},
+            "controllerName": "istio.io/gateway-controller",
+            "conditions": [
+                {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "message": "backend podinfo-canary not found", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+            ]
+        }]}))
+        .expect("status"),
+    );
+    h.cluster.put_http_route(route);
+    h.tick().await;
+    let s = h.state();
+    assert_eq!(s.phase, Phase::Failed, "{s:?}");
+    assert!(s.message.contains("ResolvedRefs=False"), "{}", s.message);
+    assert!(s.message.contains("BackendNotFound"), "{}", s.message);
+    assert!(
+        h.cluster
+            .events()
+            .iter()
+            .any(|e| e.reason == "RolledBack" && e.message.contains("ResolvedRefs=False")),
+        "{:?}",
+        h.cluster.events()
+    );
+    assert_eq!(h.route_weights, vec![0], "never any traffic to the canary");
+    h.tick().await;
+    assert_no_orphans(&h, Routes::HttpRoute, "unresolved");
+}
+
 /// Objects Kubernetes' garbage collector deletes with the Deployment (ownerReferences).
 fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, uid: &str) -> bool {
     meta.owner_references
@@ -939,7 +1192,7 @@ async fn twin_and_canary_service_are_garbage_collected_with_the_stable() {
 
 /// The user deletes the stable Deployment at 20 %; `gc` removes the owned twin and canary
 /// Service first, as Kubernetes' garbage collector may well do before the next tick.
-async fn delete_stable(adopt: bool, gc: bool, restart: bool, fault: Option<&str>) -> Harness {
+async fn delete_stable(adopt: Routes, gc: bool, restart: bool, fault: Option<&str>) -> Harness {
     let mut h = progressing_at(20, adopt).await;
     let uid = h.stable().and_then(|d| d.metadata.uid).expect("uid");
     h.cluster.remove_deployment(NS, NAME);
@@ -973,38 +1226,37 @@ async fn delete_stable(adopt: bool, gc: bool, restart: bool, fault: Option<&str>
     h
 }
 
-fn assert_cleaned_after_delete(h: &Harness, adopt: bool, ctx: &str) {
+fn assert_cleaned_after_delete(h: &Harness, adopt: Routes, ctx: &str) {
     let mut want = vec![format!("service {NS}/{NAME}")];
-    if adopt {
-        want.push(format!("virtualservice {NS}/{NAME}"));
-    }
+    want.extend(user_routes(adopt));
     assert_eq!(h.cluster.object_names(), want, "{ctx}: leftovers");
-    if adopt {
-        let vs = h.cluster.virtual_service(NS, NAME).expect("user VS");
-        assert_eq!(
-            vs.spec,
-            user_virtual_service().spec,
-            "{ctx}: routes restored"
-        );
-        assert!(
-            vs.metadata.annotations.unwrap_or_default().is_empty(),
-            "{ctx}: adoption marks left"
-        );
-    }
+    assert_user_routes_restored(h, ctx);
 }
+
+/// Every kind of routes a rollout can run on.
+const ALL_ROUTES: [Routes; 4] = [
+    Routes::Vs,
+    Routes::Created,
+    Routes::HttpRoute,
+    Routes::CreatedHttpRoute,
+];
 
 #[tokio::test]
 async fn stable_deleted_mid_rollout_cleans_up_everything() {
     let mut faults = 0;
-    for adopt in [true, false] {
+    let mut runs = 0;
+    for adopt in ALL_ROUTES {
         for gc in [false, true] {
             for fault in [
                 None,
                 Some("patch virtualservice"),
                 Some("delete virtualservice"),
+                Some("patch httproute"),
+                Some("delete httproute"),
                 Some("delete deployment"),
                 Some("delete service"),
             ] {
+                runs += 1;
                 let ctx = format!("adopt={adopt} gc={gc} fault={fault:?}");
                 let h = delete_stable(adopt, gc, false, fault).await;
                 assert_cleaned_after_delete(&h, adopt, &ctx);
@@ -1013,13 +1265,13 @@ async fn stable_deleted_mid_rollout_cleans_up_everything() {
             }
         }
     }
-    report("stable deleted mid-rollout", 20, faults, 0);
+    report("stable deleted mid-rollout", runs, faults, 0);
 }
 
 #[tokio::test]
 async fn stable_deleted_then_restart_cleans_up_everything() {
     // The new process never saw the rollout: it finds it by the twin whose owner is gone.
-    for adopt in [true, false] {
+    for adopt in ALL_ROUTES {
         let h = delete_stable(adopt, false, true, None).await;
         assert_cleaned_after_delete(&h, adopt, &format!("adopt={adopt}"));
         tally(&h);
@@ -1028,7 +1280,7 @@ async fn stable_deleted_then_restart_cleans_up_everything() {
 
 #[tokio::test]
 async fn stable_deleted_gc_then_restart_restores_routes() {
-    for adopt in [true, false] {
+    for adopt in ALL_ROUTES {
         let h = delete_stable(adopt, true, true, None).await;
         assert_cleaned_after_delete(&h, adopt, &format!("adopt={adopt}"));
     }
@@ -1124,6 +1376,32 @@ impl Cluster for Replica {
     async fn delete_virtual_service(&self, ns: &str, name: &str) -> Result<(), KubeError> {
         self.wrote();
         self.inner.delete_virtual_service(ns, name).await
+    }
+    async fn http_routes(&self, ns: &str) -> Result<Vec<HTTPRoute>, KubeError> {
+        self.inner.http_routes(ns).await
+    }
+    async fn http_routes_everywhere(&self) -> Result<Vec<HTTPRoute>, KubeError> {
+        self.inner.http_routes_everywhere().await
+    }
+    async fn apply_http_route(&self, route: &HTTPRoute) -> Result<(), KubeError> {
+        self.wrote();
+        self.inner.apply_http_route(route).await
+    }
+    async fn patch_http_route(
+        &self,
+        ns: &str,
+        name: &str,
+        rules: &[HTTPRouteRule],
+        annotations: BTreeMap<String, Option<String>>,
+    ) -> Result<(), KubeError> {
+        self.wrote();
+        self.inner
+            .patch_http_route(ns, name, rules, annotations)
+            .await
+    }
+    async fn delete_http_route(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+        self.wrote();
+        self.inner.delete_http_route(ns, name).await
     }
     async fn event(
         &self,

@@ -108,6 +108,25 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
             )
         })
         .filter(|(old_rev, new_rev)| old_rev != new_rev);
+    // `canary-gate approve`: who approved is what the API server authenticated, recorded
+    // here (whenever the approval or its record changes), never what the object says.
+    let old_annotations = annotations(old);
+    let approving = new_annotations.get(ann::ACTION).map(String::as_str) == Some("approve")
+        && (old_annotations.get(ann::ACTION).map(String::as_str) != Some("approve")
+            || new_annotations.get(ann::APPROVED_BY) != old_annotations.get(ann::APPROVED_BY));
+    let approver = req
+        .user_info
+        .username
+        .clone()
+        .unwrap_or_else(|| "an unauthenticated user".into());
+    // `approving` implies the object has annotations (the action is one).
+    let record_approval = |patch: &mut Patch| {
+        add(
+            patch,
+            &["metadata", "annotations", ann::APPROVED_BY],
+            Value::String(approver.clone()),
+        );
+    };
     let Some((old_rev, new_rev)) = revisions else {
         // No new version. But a server-side apply that does not mention `spec.paused` resets
         // it (the webhook's write is owned by the applier's field manager), which would ship
@@ -121,6 +140,9 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
             {
                 let mut patch = Patch(Vec::new());
                 add(&mut patch, &["spec", "paused"], Value::Bool(true));
+                if approving {
+                    record_approval(&mut patch);
+                }
                 let why = if s.phase == Phase::Failed {
                     format!(
                         "revision {} failed its canary; apply a fixed version or the stable template",
@@ -136,6 +158,15 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
                     reason: "hold",
                     patch,
                     warnings: vec![format!("{name}: kept paused: {why}")],
+                }
+            }
+            _ if approving => {
+                let mut patch = Patch(Vec::new());
+                record_approval(&mut patch);
+                Mutation::Patch {
+                    reason: "approval",
+                    patch,
+                    warnings: vec![format!("{name}: promotion approval by {approver} recorded")],
                 }
             }
             _ => Mutation::Pass {
@@ -312,6 +343,42 @@ mod tests {
         obj["metadata"]["annotations"][key]
             .as_str()
             .map(str::to_string)
+    }
+
+    #[test]
+    fn an_approval_is_recorded_with_the_authenticated_user_not_the_objects_claim() {
+        let mut req = fixture("21-managed-update-image-kubectl-apply.mutate");
+        // A metadata-only update of a managed Deployment: `canary-gate approve` by ana,
+        // who also tries to write someone else's name.
+        let old = req.old_object.clone().expect("old object");
+        let mut new = old.clone();
+        let a = new
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        a.insert(ann::ACTION.into(), "approve".into());
+        a.insert(ann::APPROVED_BY.into(), "the-boss".into());
+        req.object = Some(new);
+        req.user_info.username = Some("ana".into());
+        let m = decide(&req, &WebhookConfig::default(), now());
+        let Mutation::Patch { warnings, .. } = &m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(
+            ann_of(&patched(&req, &m), ann::APPROVED_BY).as_deref(),
+            Some("ana")
+        );
+        assert!(
+            warnings[0].contains("approval by ana recorded"),
+            "{warnings:?}"
+        );
+        // Without an approval, metadata-only updates still pass untouched.
+        let mut plain = fixture("21-managed-update-image-kubectl-apply.mutate");
+        plain.object = plain.old_object.clone();
+        assert!(matches!(
+            decide(&plain, &WebhookConfig::default(), now()),
+            Mutation::Pass { .. }
+        ));
     }
 
     #[test]

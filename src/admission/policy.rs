@@ -10,6 +10,10 @@ pub struct Policies {
     pub require_resource_requests: bool,
     /// Custom PromQL gates can read any series in Prometheus and report it: switchable.
     pub allow_custom_gates: bool,
+    /// Hooks make canary-gate send requests inside the cluster on a namespace user's behalf.
+    pub allow_hooks: bool,
+    /// When not empty, hook URLs must start with one of these.
+    pub hook_url_prefixes: Vec<String>,
 }
 
 impl Default for Policies {
@@ -19,8 +23,36 @@ impl Default for Policies {
             forbid_latest_tag: true,
             require_resource_requests: false,
             allow_custom_gates: true,
+            allow_hooks: true,
+            hook_url_prefixes: Vec::new(),
         }
     }
+}
+
+/// Hooks this cluster's policy does not allow, each naming the annotation and the rule.
+pub fn hook_violations(policies: &Policies, hooks: &[crate::rollout::hooks::Hook]) -> Vec<String> {
+    let prefix = crate::annotations::HOOK_PREFIX;
+    hooks
+        .iter()
+        .filter_map(|h| {
+            if !policies.allow_hooks {
+                return Some(format!(
+                    "{prefix}{}: hooks are disabled on this cluster (chart value policies.allowHooks)",
+                    h.name
+                ));
+            }
+            let allowed = policies.hook_url_prefixes.is_empty()
+                || policies.hook_url_prefixes.iter().any(|p| h.url.starts_with(p.as_str()));
+            (!allowed).then(|| {
+                format!(
+                    "{prefix}{}: url {:?} does not start with an allowed prefix ({}; chart value policies.hookUrlPrefixes)",
+                    h.name,
+                    h.url,
+                    policies.hook_url_prefixes.join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// Every violation in the template, each naming the container, the field and the fix.
@@ -79,6 +111,7 @@ mod tests {
             forbid_latest_tag: true,
             require_resource_requests: true,
             allow_custom_gates: true,
+            ..Policies::default()
         }
     }
 
@@ -114,8 +147,44 @@ mod tests {
             forbid_latest_tag: false,
             require_resource_requests: false,
             allow_custom_gates: true,
+            ..Policies::default()
         };
         assert!(violations(&none, &t).is_empty());
+    }
+
+    #[test]
+    fn hooks_can_be_forbidden_or_limited_to_url_prefixes() {
+        let hook = |url: &str| {
+            crate::rollout::hooks::parse_hook(
+                "smoke",
+                &format!(r#"{{"type": "pre-rollout", "url": "{url}"}}"#),
+            )
+            .expect("valid hook")
+        };
+        let internal = hook("http://hooks.ci.svc.cluster.local/smoke");
+        let external = hook("http://169.254.169.254/latest/meta-data");
+        assert!(
+            hook_violations(&Policies::default(), &[internal.clone(), external.clone()]).is_empty()
+        );
+        let off = Policies {
+            allow_hooks: false,
+            ..Policies::default()
+        };
+        let v = hook_violations(&off, std::slice::from_ref(&internal));
+        assert!(
+            v[0].contains("canary-gate.io/hook.smoke: hooks are disabled"),
+            "{v:?}"
+        );
+        let limited = Policies {
+            hook_url_prefixes: vec!["http://hooks.ci.svc.cluster.local/".into()],
+            ..Policies::default()
+        };
+        assert!(hook_violations(&limited, &[internal]).is_empty());
+        let v = hook_violations(&limited, &[external]);
+        assert!(
+            v[0].contains("does not start with an allowed prefix"),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ fn is_managed_object(obj: &Object) -> bool {
         .get(ann::MANAGED_LABEL)
         .is_some_and(|v| v == "true")
         || annotations(obj).contains_key(ann::ORIGINAL_ROUTES)
+        || annotations(obj).contains_key(ann::ORIGINAL_RULES)
 }
 
 pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
@@ -126,7 +127,15 @@ pub fn decide(req: &Request, cfg: &WebhookConfig) -> Validation {
                 ),
             };
         }
-        Ok(_) => {}
+        Ok(settings) => {
+            let denied = super::policy::hook_violations(&cfg.policies, &settings.hooks);
+            if !denied.is_empty() {
+                return Validation::Deny {
+                    reason: "policy",
+                    message: format!("deployment {}: {}", req.name, denied.join("; ")),
+                };
+            }
+        }
     }
     // Policies apply to what will be released: a new Deployment or a new template. Scaling or
     // annotating an older, non-compliant Deployment stays possible.
@@ -283,6 +292,57 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn bad_router_is_denied_naming_the_values_allowed() {
+        let mut req = fixture("21-managed-update-image-kubectl-apply.validate");
+        req.object
+            .as_mut()
+            .expect("object")
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(ann::ROUTER.into(), "gateway".into());
+        let v = decide(&req, &WebhookConfig::default());
+        let Validation::Deny { reason, message } = &v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(*reason, "invalid_settings");
+        assert_eq!(
+            message,
+            "deployment podinfo: annotation canary-gate.io/router=\"gateway\" is invalid: must be one of auto, istio, gateway-api"
+        );
+    }
+
+    #[test]
+    fn adopted_http_routes_are_guarded_like_virtual_services() {
+        // A user's HTTPRoute adopted for a rollout carries its original rules, no label.
+        let cfg = WebhookConfig::default();
+        let mut req = fixture("12-update-virtualservice-json-patch.validate");
+        req.kind.group = "gateway.networking.k8s.io".into();
+        req.kind.kind = "HTTPRoute".into();
+        req.name = "podinfo".into();
+        let old = req.old_object.as_mut().expect("old");
+        let marks = old
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        marks.insert(ann::ORIGINAL_RULES.into(), "[]".into());
+        marks.insert(ann::OWNER.into(), "podinfo".into());
+        let v = decide(&req, &cfg);
+        let Validation::Deny { reason, message } = &v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(*reason, "managed_object");
+        assert!(
+            message.starts_with(
+                "httproute podinfo is managed by canary-gate for the rollout of podinfo"
+            ),
+            "{message}"
+        );
+        req.user_info.username = Some(cfg.controller_username.clone());
+        assert_eq!(decide(&req, &cfg).reason(), "controller");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! canary Service, routes) to that state. State first, world second: a crash in between is
 //! repaired by the next run, which reconciles the world to whatever state was persisted.
 
+pub mod hooks;
 pub mod run;
 mod world;
 
@@ -52,6 +53,12 @@ pub struct Analyzer<C, Q> {
     history: Option<Arc<crate::dashboard::History>>,
     /// How often Progressing canaries are looked at between checks (zero: never).
     peek_every: Duration,
+    /// The one outbound HTTP client (hooks, notifications); `None` if it could not be built.
+    outbound: Option<crate::outbound::Outbound>,
+    /// Hook calls in flight and their results (no hooks without an outbound client).
+    hook_calls: Option<hooks::HookCalls>,
+    /// Chat and webhook notifications of the rollout events (disabled by default).
+    notifier: crate::outbound::notify::Notifier,
     /// When the last look between checks was taken (all rollouts are looked at together).
     last_peek: Mutex<Option<Timestamp>>,
 }
@@ -135,11 +142,16 @@ pub struct TickReport {
 
 impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
     pub fn new(cluster: Arc<C>, prom: Arc<Q>, defaults: Defaults, metrics: Arc<Metrics>) -> Self {
+        let outbound = crate::outbound::Outbound::new(metrics.clone())
+            .map_err(|error| {
+                tracing::error!(%error, "no outbound HTTP client; hooks and notifications are off")
+            })
+            .ok();
         Analyzer {
             cluster,
             prom,
             defaults,
-            metrics,
+            metrics: metrics.clone(),
             reconciled: Mutex::new(HashMap::new()),
             retries: Mutex::new(HashMap::new()),
             ticks: std::sync::atomic::AtomicU64::new(0),
@@ -147,7 +159,19 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             history: None,
             peek_every: PEEK_EVERY,
             last_peek: Mutex::new(None),
+            outbound: outbound.clone(),
+            hook_calls: outbound.map(|o| hooks::HookCalls::new(o, metrics.clone())),
+            notifier: crate::outbound::notify::Notifier::disabled(),
         }
+    }
+
+    /// Send the rollout events to the configured chat and webhook providers (through the
+    /// analyzer's one outbound client). Needs a tokio runtime: it starts the delivery task.
+    pub fn with_notifications(mut self, config: crate::outbound::notify::NotifyConfig) -> Self {
+        if let Some(o) = &self.outbound {
+            self.notifier = crate::outbound::notify::Notifier::spawn(o.clone(), config);
+        }
+        self
     }
 
     /// How often to look at the evidence between checks; `Duration::ZERO` turns it off.
@@ -538,6 +562,18 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                     .errors
                     .push(format!("list virtualservices for orphans: {e}")),
             }
+            match self.cluster.http_routes_everywhere().await {
+                Ok(all) => {
+                    for key in all.iter().filter_map(|r| world::route_owner(&r.metadata)) {
+                        if gone(&key) && !orphans.contains(&key) {
+                            orphans.push(key);
+                        }
+                    }
+                }
+                Err(e) => report
+                    .errors
+                    .push(format!("list httproutes for orphans: {e}")),
+            }
         }
         for (ns, owner) in orphans {
             match world::cleanup(&*self.cluster, &ns, &owner).await {
@@ -681,15 +717,23 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             None
         };
         let key = item.key();
+        let hook_results = self
+            .hook_calls
+            .as_ref()
+            .map(|h| h.take(&item.namespace, &item.name, &item.state.canary_revision))
+            .unwrap_or_default();
+        let checked = analysis.is_some();
         let obs = Observation {
             twin: item.twin.clone(),
             stable_rolled_out,
             analysis,
             action,
+            approved_by: annotations.get(ann::APPROVED_BY).cloned(),
             progress_deadline: progress_deadline(&item.deployment),
             setup_error,
             fresh_window,
             peek,
+            hooks: hook_results,
         };
         let (next, effects) = machine::step(&item.state, &obs, &item.settings, now);
         if let Some(history) = &self.history {
@@ -770,6 +814,20 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                     message,
                 } => {
                     tracing::info!(reason, detail = %message, "rollout event");
+                    // After the state is persisted: never sent twice after a restart. The text
+                    // is the Event's own.
+                    self.notifier.notify(crate::outbound::notify::Notification {
+                        namespace: item.namespace.clone(),
+                        deployment: item.name.clone(),
+                        reason: reason.to_string(),
+                        message: message.clone(),
+                        phase: next.phase.to_string(),
+                        weight: next.weight,
+                        channels: crate::outbound::notify::parse_channels(
+                            annotations.get(ann::NOTIFY).map(String::as_str),
+                        )
+                        .unwrap_or_default(),
+                    });
                     if let Err(e) = self
                         .cluster
                         .event(&item.deployment, kind.clone(), reason, message)
@@ -791,7 +849,24 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                         .inc();
                 }
                 Effect::ClearAction => {}
+                Effect::CallHooks(kind) => {
+                    if let Some(h) = &self.hook_calls {
+                        h.fire(&item.namespace, &item.name, &item.settings, &next, *kind);
+                    }
+                }
             }
+        }
+        // Hooks due in the state just persisted; their answers come back at a later tick.
+        if let Some(h) = &self.hook_calls {
+            h.start_due(
+                &item.namespace,
+                &item.name,
+                &item.settings,
+                &next,
+                item.twin == TwinStatus::Ready,
+                checked,
+                now,
+            );
         }
         let labels = RolloutLabels {
             namespace: item.namespace.clone(),

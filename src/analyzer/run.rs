@@ -107,7 +107,9 @@ pub async fn start_in_cluster(
     health.set_analyzer("running");
     let mut analyzer = Analyzer::new(cluster, Arc::new(prom), args.analysis.defaults(), metrics)
         .with_health(health)
-        .with_peek_every(args.analyzer.peek_interval);
+        .with_peek_every(args.analyzer.peek_interval)
+        // `start` refused to serve with a bad notification URL, so this is the valid config.
+        .with_notifications(args.notify.config().unwrap_or_default());
     if let Some(d) = &dashboard {
         analyzer = analyzer.with_history(d.history());
     }

@@ -2,28 +2,45 @@
 //! rollout is active; none of them, and the user's routes restored, once it has ended.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::Item;
 use crate::annotations as ann;
 use crate::cluster::{ignore_not_found, Cluster, KubeError};
-use crate::rollout::routes::{
-    created_name, created_virtual_service, hosts_service, is_created_by_us, original_http,
-    routes_to, split_http, unsplit_http,
-};
+use crate::gateway_api::{HTTPRoute, HTTPRouteRule};
+use crate::istio::{HttpRoute, VirtualService};
+use crate::rollout::routes::gateway::Gateway;
+use crate::rollout::routes::istio::Istio;
+use crate::rollout::routes::{owner_of, plan, RouteKind, Router};
 use crate::rollout::state::{Phase, RolloutState};
 use crate::rollout::twin::{build_canary_service, build_twin, find_service, twin_name};
 
-/// Why this rollout cannot run (reported by the machine as a rollback reason).
+/// Why this rollout cannot run (reported by the machine as a rollback reason): no Service,
+/// or a route implementation that reports the canary backend unresolvable
+/// (`ResolvedRefs=False` on an HTTPRoute split for this rollout).
 pub(super) async fn setup_error<C: Cluster>(cluster: &C, item: &Item) -> Option<String> {
-    match cluster.services(&item.namespace).await {
-        Ok(services) => find_service(
+    let service = match cluster.services(&item.namespace).await {
+        Ok(services) => match find_service(
             &item.deployment,
             &services,
             item.settings.service.as_deref(),
-        )
-        .err(),
-        Err(_) => None, // transient: try again next tick
+        ) {
+            Ok(s) => s.metadata.name.clone().unwrap_or_default(),
+            Err(e) => return Some(e),
+        },
+        Err(_) => return None, // transient: try again next tick
+    };
+    if item.settings.router == Router::Istio {
+        return None;
     }
+    let routes = Gateway::list(cluster, &item.namespace).await.ok()?;
+    routes
+        .iter()
+        .filter(|r| Gateway::owner(r) == Some(item.name.as_str()))
+        .find_map(|r| Gateway::unresolved(r, &service))
 }
 
 /// Returns whether anything had to be written: if not, the cluster already ran the state.
@@ -75,7 +92,8 @@ pub(super) async fn reconcile<C: Cluster>(
                     wrote = true;
                 }
             }
-            Ok(set_routes(cluster, ns, &svc, &item.name, state.weight).await? || wrote)
+            let router = item.settings.router;
+            Ok(set_routes(cluster, ns, &service, &item.name, router, state.weight).await? || wrote)
         }
         Phase::Succeeded | Phase::Failed | Phase::Cancelled => {
             cleanup(cluster, ns, &item.name).await.map(|()| true)
@@ -83,55 +101,201 @@ pub(super) async fn reconcile<C: Cluster>(
     }
 }
 
+/// Route I/O per kind: the [`RouteKind`] (pure) plus the four cluster calls it needs, so
+/// adoption, creation and restoration below are written once for every router kind.
+trait RouteStore: RouteKind {
+    fn list<'a, C: Cluster>(
+        c: &'a C,
+        ns: &'a str,
+    ) -> impl Future<Output = Result<Vec<Self::Route>, KubeError>> + Send + 'a;
+    fn patch<'a, C: Cluster>(
+        c: &'a C,
+        ns: &'a str,
+        name: &'a str,
+        rules: &'a [Self::Rule],
+        annotations: BTreeMap<String, Option<String>>,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send + 'a;
+    fn apply<'a, C: Cluster>(
+        c: &'a C,
+        route: &'a Self::Route,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send + 'a;
+    fn delete<'a, C: Cluster>(
+        c: &'a C,
+        ns: &'a str,
+        name: &'a str,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send + 'a;
+}
+
+impl RouteStore for Istio {
+    fn list<'a, C: Cluster>(
+        c: &'a C,
+        ns: &'a str,
+    ) -> impl Future<Output = Result<Vec<VirtualService>, KubeError>> + Send + 'a {
+        c.virtual_services(ns)
+    }
+    fn patch<'a, C: Cluster>(
+        c: &'a C,
+        ns: &'a str,
+        name: &'a str,
+        rules: &'a [HttpRoute],
+        annotations: BTreeMap<String, Option<String>>,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send + 'a {
+        c.patch_virtual_service(ns, name, rules, annotations)
+    }
+    fn apply<'a, C: Cluster>(
+        c: &'a C,
+        route: &'a VirtualService,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send + 'a {
+        c.apply_virtual_service(route)
+    }
+    fn delete<'a, C: Cluster>(
+        c: &'a C,
+        ns: &'a str,
+        name: &'a str,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send + 'a {
+        c.delete_virtual_service(ns, name)
+    }
+}
+
+impl RouteStore for Gateway {
+    fn list<'a, C: Cluster>(
+        c: &'a C,
+        ns: &'a str,
+    ) -> impl Future<Output = Result<Vec<HTTPRoute>, KubeError>> + Send + 'a {
+        c.http_routes(ns)
+    }
+    fn patch<'a, C: Cluster>(
+        c: &'a C,
+        ns: &'a str,
+        name: &'a str,
+        rules: &'a [HTTPRouteRule],
+        annotations: BTreeMap<String, Option<String>>,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send + 'a {
+        c.patch_http_route(ns, name, rules, annotations)
+    }
+    fn apply<'a, C: Cluster>(
+        c: &'a C,
+        route: &'a HTTPRoute,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send + 'a {
+        c.apply_http_route(route)
+    }
+    fn delete<'a, C: Cluster>(
+        c: &'a C,
+        ns: &'a str,
+        name: &'a str,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send + 'a {
+        c.delete_http_route(ns, name)
+    }
+}
+
+/// Routes the Service's traffic at `weight` through the router kinds the settings and the
+/// cluster call for ([`plan`]). A canary backend the route's implementation cannot resolve
+/// gets no traffic and is reported as an error (retried next tick).
 async fn set_routes<C: Cluster>(
     cluster: &C,
     ns: &str,
-    svc: &str,
+    service: &Service,
     owner: &str,
+    router: Router,
     weight: u32,
 ) -> Result<bool, KubeError> {
-    let all = cluster.virtual_services(ns).await?;
-    let mut mesh_covered = false;
+    let svc = service.metadata.name.clone().unwrap_or_default();
+    let port = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p.first())
+        .map(|p| p.port);
+    let http_routes = match router {
+        Router::Istio => Vec::new(),
+        Router::Auto | Router::GatewayApi => Gateway::list(cluster, ns).await?,
+    };
+    let gateway_routed = http_routes
+        .iter()
+        .any(|r| Gateway::routes_to(r, &svc, ns) || Gateway::owner(r) == Some(owner));
+    let plan = plan(router, gateway_routed);
     let mut wrote = false;
-    for vs in all.iter().filter(|vs| {
-        !is_created_by_us(vs) && (routes_to(vs, svc, ns) || original_http(vs).is_some())
+    let mut blocked = Vec::new();
+    let target = Target {
+        ns,
+        svc: &svc,
+        port,
+        owner,
+        weight,
+    };
+    if let Some(create) = plan.gateway {
+        wrote |=
+            set_kind::<Gateway, C>(cluster, &http_routes, &target, create, &mut blocked).await?;
+    }
+    if let Some(create) = plan.istio {
+        let all = Istio::list(cluster, ns).await?;
+        wrote |= set_kind::<Istio, C>(cluster, &all, &target, create, &mut blocked).await?;
+    }
+    if !blocked.is_empty() {
+        return Err(KubeError::Api(blocked.join("; ")));
+    }
+    Ok(wrote)
+}
+
+struct Target<'a> {
+    ns: &'a str,
+    svc: &'a str,
+    port: Option<i32>,
+    owner: &'a str,
+    weight: u32,
+}
+
+/// One router kind: adopt and split the user's routes of the Service, create one when none
+/// covers the Service itself (if `create`).
+async fn set_kind<K: RouteStore, C: Cluster>(
+    cluster: &C,
+    all: &[K::Route],
+    t: &Target<'_>,
+    create: bool,
+    blocked: &mut Vec<String>,
+) -> Result<bool, KubeError> {
+    let (ns, svc, owner) = (t.ns, t.svc, t.owner);
+    let mut covered = false;
+    let mut wrote = false;
+    // Never send traffic to a canary backend the implementation reports unresolved.
+    let mut weight_for = |route: &K::Route| match K::unresolved(route, svc) {
+        Some(why) => {
+            blocked.push(why);
+            0
+        }
+        None => t.weight,
+    };
+    for route in all.iter().filter(|r| {
+        !K::is_created_by_us(r) && (K::routes_to(r, svc, ns) || K::original(r).is_some())
     }) {
-        let name = vs.metadata.name.clone().unwrap_or_default();
-        let owned_by_other = vs
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ann::OWNER))
-            .is_some_and(|o| o != owner);
-        if owned_by_other {
-            // Another rollout splits this route now: never add a second VirtualService for the
-            // same host (Istio would pick one of the two arbitrarily).
-            mesh_covered |= hosts_service(vs, svc, ns);
+        covered |= K::covers(route, svc, ns);
+        if K::owner(route).is_some_and(|o| o != owner) {
+            // Another rollout splits this route now: never add a second route for the same
+            // Service (the implementation would pick one of the two arbitrarily).
             continue;
         }
-        mesh_covered |= hosts_service(vs, svc, ns);
-        let original = original_http(vs).unwrap_or_else(|| vs.spec.http.clone());
-        let desired = split_http(&original, svc, ns, weight);
-        if desired != vs.spec.http || original_http(vs).is_none() {
+        let saved = K::original(route);
+        let original = saved.clone().unwrap_or_else(|| K::rules(route).to_vec());
+        let desired = K::split(&original, svc, ns, weight_for(route));
+        if desired.as_slice() != K::rules(route) || saved.is_none() {
             let raw =
                 serde_json::to_string(&original).map_err(|e| KubeError::Api(e.to_string()))?;
             let annotations = BTreeMap::from([
-                (ann::ORIGINAL_ROUTES.to_string(), Some(raw)),
+                (K::ORIGINAL.to_string(), Some(raw)),
                 (ann::OWNER.to_string(), Some(owner.to_string())),
             ]);
-            cluster
-                .patch_virtual_service(ns, &name, &desired, annotations)
-                .await?;
+            K::patch(cluster, ns, &K::name(route), &desired, annotations).await?;
             wrote = true;
         }
     }
-    if !mesh_covered {
-        let desired = created_virtual_service(ns, svc, owner, weight);
+    if create && !covered {
         let current = all
             .iter()
-            .find(|v| v.metadata.name.as_deref() == Some(created_name(svc).as_str()));
-        if current.map(|c| &c.spec) != Some(&desired.spec) {
-            cluster.apply_virtual_service(&desired).await?;
+            .find(|r| K::meta(r).name.as_deref() == Some(K::created_name(svc).as_str()));
+        let weight = current.map_or(t.weight, &mut weight_for);
+        let desired = K::created(ns, svc, t.port, owner, weight);
+        if current.map(K::rules) != Some(K::rules(&desired)) {
+            K::apply(cluster, &desired).await?;
             wrote = true;
         }
     }
@@ -146,26 +310,8 @@ pub(super) async fn cleanup<C: Cluster>(
     ns: &str,
     owner: &str,
 ) -> Result<(), KubeError> {
-    for vs in cluster.virtual_services(ns).await? {
-        if owner_of(vs.metadata.annotations.as_ref()) != Some(owner) {
-            continue;
-        }
-        let name = vs.metadata.name.clone().unwrap_or_default();
-        if is_created_by_us(&vs) {
-            ignore_not_found(cluster.delete_virtual_service(ns, &name).await)?;
-        } else {
-            // The saved original normally; if someone mangled it, take the split back out so
-            // no traffic goes to a canary host that is about to disappear.
-            let original = original_http(&vs).unwrap_or_else(|| unsplit_http(&vs.spec.http));
-            let annotations = BTreeMap::from([
-                (ann::ORIGINAL_ROUTES.to_string(), None),
-                (ann::OWNER.to_string(), None),
-            ]);
-            cluster
-                .patch_virtual_service(ns, &name, &original, annotations)
-                .await?;
-        }
-    }
+    restore::<Gateway, C>(cluster, ns, owner).await?;
+    restore::<Istio, C>(cluster, ns, owner).await?;
     ignore_not_found(cluster.delete_deployment(ns, &twin_name(owner)).await)?;
     for svc in cluster.services(ns).await? {
         let managed = svc
@@ -181,8 +327,36 @@ pub(super) async fn cleanup<C: Cluster>(
     Ok(())
 }
 
-fn owner_of(annotations: Option<&BTreeMap<String, String>>) -> Option<&str> {
-    annotations
-        .and_then(|a| a.get(ann::OWNER))
-        .map(String::as_str)
+/// The routes of one kind given back: created ones deleted, adopted ones restored.
+async fn restore<K: RouteStore, C: Cluster>(
+    cluster: &C,
+    ns: &str,
+    owner: &str,
+) -> Result<(), KubeError> {
+    for route in K::list(cluster, ns).await? {
+        if K::owner(&route) != Some(owner) {
+            continue;
+        }
+        let name = K::name(&route);
+        if K::is_created_by_us(&route) {
+            ignore_not_found(K::delete(cluster, ns, &name).await)?;
+        } else {
+            // The saved original normally; if someone mangled it, take the split back out so
+            // no traffic goes to a canary backend that is about to disappear.
+            let original = K::original(&route).unwrap_or_else(|| K::unsplit(K::rules(&route)));
+            let annotations = BTreeMap::from([
+                (K::ORIGINAL.to_string(), None),
+                (ann::OWNER.to_string(), None),
+            ]);
+            K::patch(cluster, ns, &name, &original, annotations).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The rollout named in an object's `canary-gate.io/owner` annotation, as (namespace, owner):
+/// for the orphan sweep over routes of any kind.
+pub(super) fn route_owner(meta: &ObjectMeta) -> Option<(String, String)> {
+    owner_of(meta.annotations.as_ref())
+        .map(|o| (meta.namespace.clone().unwrap_or_default(), o.to_string()))
 }

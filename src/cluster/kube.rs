@@ -16,6 +16,7 @@ use kube::{Client, Resource};
 use serde_json::json;
 
 use super::{Cluster, KubeError};
+use crate::gateway_api::{HTTPRoute, HTTPRouteRule};
 use crate::istio::{HttpRoute, VirtualService};
 use crate::metrics::{CallOutcome, Metrics};
 use crate::rollout::machine::EventType;
@@ -180,6 +181,17 @@ impl KubeCluster {
     }
 }
 
+/// A list of HTTPRoutes answered 404: the Gateway API CRDs are not installed, so no route
+/// of that kind exists (Istio-only clusters keep working under `router: auto`).
+fn no_gateway_api_is_none(
+    r: Result<Vec<HTTPRoute>, KubeError>,
+) -> Result<Vec<HTTPRoute>, KubeError> {
+    match r {
+        Err(KubeError::NotFound) => Ok(Vec::new()),
+        other => other,
+    }
+}
+
 impl Cluster for KubeCluster {
     async fn deployments(&self) -> Result<Vec<Arc<Deployment>>, KubeError> {
         Ok(self.deployments.state())
@@ -324,6 +336,67 @@ impl Cluster for KubeCluster {
         let api: Api<VirtualService> = Api::namespaced(self.client.clone(), ns);
         self.call(
             "delete virtualservice",
+            api.delete(name, &DeleteParams::background()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn http_routes(&self, ns: &str) -> Result<Vec<HTTPRoute>, KubeError> {
+        let api: Api<HTTPRoute> = Api::namespaced(self.client.clone(), ns);
+        no_gateway_api_is_none(
+            self.call("list httproutes", api.list(&ListParams::default()))
+                .await
+                .map(|l| l.items),
+        )
+    }
+
+    async fn http_routes_everywhere(&self) -> Result<Vec<HTTPRoute>, KubeError> {
+        let api: Api<HTTPRoute> = Api::all(self.client.clone());
+        no_gateway_api_is_none(
+            self.call("list httproutes", api.list(&ListParams::default()))
+                .await
+                .map(|l| l.items),
+        )
+    }
+
+    async fn apply_http_route(&self, route: &HTTPRoute) -> Result<(), KubeError> {
+        let ns = route.metadata.namespace.clone().unwrap_or_default();
+        let name = route.metadata.name.clone().unwrap_or_default();
+        let api: Api<HTTPRoute> = Api::namespaced(self.client.clone(), &ns);
+        self.call(
+            "apply httproute",
+            api.patch(&name, &Self::apply_params(), &Patch::Apply(route)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn patch_http_route(
+        &self,
+        ns: &str,
+        name: &str,
+        rules: &[HTTPRouteRule],
+        annotations: BTreeMap<String, Option<String>>,
+    ) -> Result<(), KubeError> {
+        let api: Api<HTTPRoute> = Api::namespaced(self.client.clone(), ns);
+        let body = json!({"metadata": {"annotations": annotations}, "spec": {"rules": rules}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        self.call(
+            "patch httproute",
+            api.patch(name, &params, &Patch::Merge(body)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn delete_http_route(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+        let api: Api<HTTPRoute> = Api::namespaced(self.client.clone(), ns);
+        self.call(
+            "delete httproute",
             api.delete(name, &DeleteParams::background()),
         )
         .await

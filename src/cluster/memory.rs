@@ -10,6 +10,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;
 
 use super::{Cluster, KubeError};
+use crate::gateway_api::{HTTPRoute, HTTPRouteRule};
 use crate::istio::{HttpRoute, VirtualService};
 use crate::rollout::machine::EventType;
 
@@ -30,6 +31,7 @@ struct Inner {
     deployments: BTreeMap<Key, Arc<Deployment>>,
     services: BTreeMap<Key, Service>,
     virtual_services: BTreeMap<Key, VirtualService>,
+    http_routes: BTreeMap<Key, HTTPRoute>,
     events: Vec<RecordedEvent>,
     /// Every write, e.g. `apply deployment shop/podinfo-canary`, in order.
     log: Vec<String>,
@@ -144,6 +146,20 @@ impl MemoryCluster {
         inner.virtual_services.insert(meta_key(&vs.metadata), vs);
     }
 
+    /// Stores an HTTPRoute as a user (or, for its status, a Gateway API implementation) would.
+    pub fn put_http_route(&self, route: HTTPRoute) {
+        let mut inner = self.lock();
+        inner.http_routes.insert(meta_key(&route.metadata), route);
+    }
+
+    pub fn http_route(&self, ns: &str, name: &str) -> Option<HTTPRoute> {
+        self.lock().http_routes.get(&key(ns, name)).cloned()
+    }
+
+    pub fn all_http_routes(&self) -> Vec<HTTPRoute> {
+        self.lock().http_routes.values().cloned().collect()
+    }
+
     pub fn remove_deployment(&self, ns: &str, name: &str) {
         self.lock().deployments.remove(&key(ns, name));
     }
@@ -193,6 +209,12 @@ impl MemoryCluster {
                 .virtual_services
                 .keys()
                 .map(|(n, m)| format!("virtualservice {n}/{m}")),
+        );
+        out.extend(
+            inner
+                .http_routes
+                .keys()
+                .map(|(n, m)| format!("httproute {n}/{m}")),
         );
         out
     }
@@ -351,6 +373,62 @@ impl Cluster for MemoryCluster {
         let mut inner = self.write("delete virtualservice", &format!("{ns}/{name}"))?;
         inner
             .virtual_services
+            .remove(&key(ns, name))
+            .map(|_| ())
+            .ok_or(KubeError::NotFound)
+    }
+
+    async fn http_routes(&self, ns: &str) -> Result<Vec<HTTPRoute>, KubeError> {
+        Ok(self
+            .lock()
+            .http_routes
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn http_routes_everywhere(&self) -> Result<Vec<HTTPRoute>, KubeError> {
+        Ok(self.all_http_routes())
+    }
+
+    async fn apply_http_route(&self, route: &HTTPRoute) -> Result<(), KubeError> {
+        let k = meta_key(&route.metadata);
+        let mut inner = self.write("apply httproute", &format!("{}/{}", k.0, k.1))?;
+        inner.http_routes.insert(k, route.clone());
+        Ok(())
+    }
+
+    async fn patch_http_route(
+        &self,
+        ns: &str,
+        name: &str,
+        rules: &[HTTPRouteRule],
+        annotations: BTreeMap<String, Option<String>>,
+    ) -> Result<(), KubeError> {
+        let mut inner = self.write("patch httproute", &format!("{ns}/{name}"))?;
+        let route = inner
+            .http_routes
+            .get_mut(&key(ns, name))
+            .ok_or(KubeError::NotFound)?;
+        if route.spec.rules != rules {
+            route.metadata.generation = Some(route.metadata.generation.unwrap_or(1) + 1);
+        }
+        route.spec.rules = rules.to_vec();
+        let map = route.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        for (k, v) in annotations {
+            match v {
+                Some(v) => map.insert(k, v),
+                None => map.remove(&k),
+            };
+        }
+        Ok(())
+    }
+
+    async fn delete_http_route(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+        let mut inner = self.write("delete httproute", &format!("{ns}/{name}"))?;
+        inner
+            .http_routes
             .remove(&key(ns, name))
             .map(|_| ())
             .ok_or(KubeError::NotFound)

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 
+use crate::gateway_api::{HTTPRoute, HTTPRouteRule};
 use crate::istio::{HttpRoute, VirtualService};
 use crate::rollout::machine::EventType;
 
@@ -89,6 +90,33 @@ pub trait Cluster: Send + Sync + 'static {
         annotations: BTreeMap<String, Option<String>>,
     ) -> impl Future<Output = Result<(), KubeError>> + Send;
     fn delete_virtual_service(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
+    /// Gateway API HTTPRoutes of a namespace (none when the Gateway API is not installed).
+    fn http_routes(
+        &self,
+        ns: &str,
+    ) -> impl Future<Output = Result<Vec<HTTPRoute>, KubeError>> + Send;
+    /// HTTPRoutes in every namespace, for the orphan sweep (none without the Gateway API).
+    fn http_routes_everywhere(
+        &self,
+    ) -> impl Future<Output = Result<Vec<HTTPRoute>, KubeError>> + Send;
+    /// Server-side apply of an HTTPRoute canary-gate creates.
+    fn apply_http_route(
+        &self,
+        route: &HTTPRoute,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
+    /// Replaces `spec.rules` of a user's HTTPRoute and sets/removes annotations on it.
+    fn patch_http_route(
+        &self,
+        ns: &str,
+        name: &str,
+        rules: &[HTTPRouteRule],
+        annotations: BTreeMap<String, Option<String>>,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
+    fn delete_http_route(
         &self,
         ns: &str,
         name: &str,

@@ -1,4 +1,4 @@
-//! `canary-gate promote|abort|pause|resume NAMESPACE/DEPLOYMENT`: the manual actions without
+//! `canary-gate promote|abort|pause|resume|approve NAMESPACE/DEPLOYMENT`: the manual actions without
 //! hand-written annotations. The command only writes `canary-gate.io/action`; the analyzer
 //! acts on it at its next tick, exactly as on an annotation set by hand.
 
@@ -70,6 +70,9 @@ pub fn plan(action: Action, ns: &str, name: &str, d: Option<&Deployment>) -> Pla
         return Plan::AlreadyRequested;
     }
     let phase = state.phase;
+    if let (Action::Approve, Some(who)) = (action, &state.hooks.promotion_confirmed_by) {
+        return Plan::AlreadyDone(format!("promotion already approved by {who}"));
+    }
     if action.applies_in(phase) {
         return Plan::Request {
             phase,
@@ -85,6 +88,9 @@ pub fn plan(action: Action, ns: &str, name: &str, d: Option<&Deployment>) -> Pla
             Plan::AlreadyDone(format!("revision {revision} is already rolled back"))
         }
         (Action::Pause, Phase::Paused) => Plan::AlreadyDone("already paused".into()),
+        (Action::Approve, Phase::Promoting) => {
+            Plan::AlreadyDone(format!("revision {revision} is already being promoted"))
+        }
         (Action::Resume, Phase::Pending | Phase::Progressing) => {
             Plan::AlreadyDone(format!("not paused: the rollout is {phase}"))
         }
@@ -222,11 +228,12 @@ mod tests {
         .expect("deployment")
     }
 
-    const ACTIONS: [Action; 4] = [
+    const ACTIONS: [Action; 5] = [
         Action::Promote,
         Action::Abort,
         Action::Pause,
         Action::Resume,
+        Action::Approve,
     ];
 
     #[test]

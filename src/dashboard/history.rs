@@ -341,7 +341,7 @@ impl History {
                     );
                     changed = true;
                 }
-                Effect::Check(_) | Effect::ClearAction => {}
+                Effect::Check(_) | Effect::ClearAction | Effect::CallHooks(_) => {}
             }
         }
         let moved = h

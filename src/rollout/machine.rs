@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::hooks::{self, HookKind, HookResult};
 use super::state::{Action, Counts, Phase, RolloutState};
 use crate::settings::Settings;
 
@@ -61,8 +62,13 @@ pub struct Observation {
     /// up to now). Only decisive evidence acts on it: an early rollback. Anything else leaves
     /// the state as it is; the next check judges the whole window.
     pub peek: Option<Analysis>,
+    /// Hook calls that finished since the last tick (they run outside the tick, so a slow
+    /// hook never holds up another rollout).
+    pub hooks: Vec<HookResult>,
     /// A manual action found on the Deployment.
     pub action: Option<Action>,
+    /// With `Action::Approve`: who asked, as the webhook recorded it.
+    pub approved_by: Option<String>,
     /// Time allowed for the twin to become ready (the Deployment's progressDeadlineSeconds).
     pub progress_deadline: Duration,
     /// Why the canary cannot be set up at all (e.g. no Service selects the pods).
@@ -93,6 +99,9 @@ pub enum Effect {
     Check(&'static str),
     /// Remove the `canary-gate.io/action` annotation: it was handled.
     ClearAction,
+    /// Call the hooks of this kind now and forget the answers (`post-rollout`). Emitted once
+    /// per rollout, after the state that says so is persisted: never twice after a restart.
+    CallHooks(HookKind),
 }
 
 /// Is an analysis of this rollout due at `now`? Only then does the analyzer query Prometheus.
@@ -159,19 +168,22 @@ pub fn step(
     if let Some(action) = obs.action {
         m.effects.push(Effect::ClearAction);
         if m.manual(action, obs, settings) {
+            m.post_rollout(state.phase, settings);
             return m.finish();
         }
     }
     if let (Some(reason), Phase::Pending | Phase::Progressing) = (&obs.setup_error, state.phase) {
         m.rollback(reason.clone());
+        m.post_rollout(state.phase, settings);
         return m.finish();
     }
     match state.phase {
-        Phase::Pending => m.start(settings),
+        Phase::Pending => m.confirm_then_start(obs, settings),
         Phase::Progressing => m.progress(obs, settings),
         Phase::Promoting => m.promoting(obs),
         Phase::Paused | Phase::Succeeded | Phase::Failed | Phase::Cancelled => {}
     }
+    m.post_rollout(state.phase, settings);
     m.finish()
 }
 
@@ -244,6 +256,25 @@ impl Machine {
                 );
                 true
             }
+            Action::Approve => {
+                let who = obs
+                    .approved_by
+                    .clone()
+                    .unwrap_or_else(|| "an unknown user".into());
+                self.s.hooks.promotion_confirmed_by = Some(format!("{who} (canary-gate approve)"));
+                if self.s.hooks.waiting_since.take().is_some() {
+                    let w = self.s.weight;
+                    self.promote(format!("all gates green at {w} %, approved by {who}"));
+                    return true;
+                }
+                let w = self.s.weight;
+                self.event(
+                    EventType::Normal,
+                    "Approved",
+                    format!("promotion approved by {who} at {w} %; it follows the first green check at max weight"),
+                );
+                false
+            }
             Action::Resume => {
                 let back = self.s.paused_from.take().unwrap_or(Phase::Progressing);
                 self.enter(back);
@@ -261,6 +292,152 @@ impl Machine {
                 true
             }
         }
+    }
+
+    /// `post-rollout` hooks once, when the rollout has just ended Succeeded or Failed.
+    fn post_rollout(&mut self, from: Phase, settings: &Settings) {
+        let ended = matches!(self.s.phase, Phase::Succeeded | Phase::Failed) && !from.is_terminal();
+        let wanted = hooks::of_kind(&settings.hooks, HookKind::PostRollout)
+            .next()
+            .is_some();
+        if ended && wanted && !self.s.hooks.post_rollout_sent {
+            self.s.hooks.post_rollout_sent = true;
+            self.effects.push(Effect::CallHooks(HookKind::PostRollout));
+        }
+    }
+
+    /// The twin is ready: with `pre-rollout` hooks, its first traffic waits until they all
+    /// pass; a failure is a failed check, retried every interval, up to `threshold`.
+    fn pre_rollout(&mut self, obs: &Observation, settings: &Settings) -> bool {
+        if hooks::of_kind(&settings.hooks, HookKind::PreRollout)
+            .next()
+            .is_none()
+        {
+            return true;
+        }
+        match hooks::results_of(&obs.hooks, HookKind::PreRollout) {
+            Some(rs) if rs.iter().all(|r| r.passed()) => {
+                self.s.hooks.last_call = None;
+                true
+            }
+            Some(rs) => {
+                self.s.hooks.last_call = Some(self.now);
+                let why = rs
+                    .iter()
+                    .filter(|r| !r.passed())
+                    .map(|r| r.describe())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                self.failed_check(why, settings);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Pending: with `confirm-rollout` hooks, wait (no twin yet) until they all pass, up to
+    /// `confirm-deadline`; then start.
+    fn confirm_then_start(&mut self, obs: &Observation, settings: &Settings) {
+        if hooks::of_kind(&settings.hooks, HookKind::ConfirmRollout)
+            .next()
+            .is_none()
+        {
+            return self.start(settings);
+        }
+        match hooks::results_of(&obs.hooks, HookKind::ConfirmRollout) {
+            Some(rs) if rs.iter().all(|r| r.passed()) => {
+                self.s.hooks.waiting_since = None;
+                self.s.hooks.last_call = None;
+                self.start(settings);
+            }
+            Some(rs) => {
+                self.s.hooks.last_call = Some(self.now);
+                let why = rs
+                    .iter()
+                    .filter(|r| !r.passed())
+                    .map(|r| r.describe())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let first = self.s.hooks.waiting_since.is_none();
+                let since = *self.s.hooks.waiting_since.get_or_insert(self.now);
+                let deadline = humantime::format_duration(settings.confirm_deadline);
+                let message = format!("waiting for confirmation ({why}); cancelled if not confirmed within {deadline}");
+                if first {
+                    self.event(EventType::Normal, "WaitingForConfirmation", message);
+                } else {
+                    self.s.message = message;
+                }
+                if self.now.duration_since(since) > as_signed(settings.confirm_deadline) {
+                    self.enter(Phase::Cancelled);
+                    self.s.weight = 0;
+                    self.effects.push(Effect::Decision("cancel"));
+                    self.event(
+                        EventType::Warning,
+                        "Cancelled",
+                        format!("cancelled: not confirmed within {deadline} ({why}); the stable Deployment keeps its old ReplicaSet"),
+                    );
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Hook answers while the canary takes traffic: `rollback` (2xx rolls back now),
+    /// `rollout` (a failure is a failed check), `confirm-promotion` (a pass lets a held
+    /// promotion go). Returns true when the rollout was decided.
+    fn traffic_hooks(&mut self, obs: &Observation, settings: &Settings) -> bool {
+        if let Some(rs) = hooks::results_of(&obs.hooks, HookKind::Rollback) {
+            if let Some(r) = rs.iter().find(|r| r.passed()) {
+                self.rollback(format!("the rollback hook {} answered 2xx", r.name));
+                return true;
+            }
+        }
+        if let Some(rs) = hooks::results_of(&obs.hooks, HookKind::Rollout) {
+            let failed: Vec<String> = rs
+                .iter()
+                .filter(|r| !r.passed())
+                .map(|r| r.describe())
+                .collect();
+            if !failed.is_empty() {
+                self.failed_check(failed.join("; "), settings);
+                if self.s.phase != Phase::Progressing {
+                    return true;
+                }
+            }
+        }
+        if let Some(rs) = hooks::results_of(&obs.hooks, HookKind::ConfirmPromotion) {
+            if rs.iter().all(|r| r.passed()) {
+                let names = rs
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.s.hooks.promotion_confirmed_by =
+                    Some(format!("confirm-promotion hook {names}"));
+                if self.s.hooks.waiting_since.take().is_some() {
+                    let who = self
+                        .s
+                        .hooks
+                        .promotion_confirmed_by
+                        .clone()
+                        .unwrap_or_default();
+                    self.promote(format!(
+                        "all gates green at {} %, confirmed by {who}",
+                        self.s.weight
+                    ));
+                    return true;
+                }
+            } else {
+                let why = rs
+                    .iter()
+                    .filter(|r| !r.passed())
+                    .map(|r| r.describe())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                self.s.message = format!("all gates green at {} %; waiting for approval ({why}; or `canary-gate approve`)", self.s.weight);
+            }
+        }
+        false
     }
 
     fn start(&mut self, settings: &Settings) {
@@ -287,6 +464,7 @@ impl Machine {
         if self.s.weight == 0 {
             // Waiting for the twin before any traffic goes to it.
             match &obs.twin {
+                TwinStatus::Ready if !self.pre_rollout(obs, settings) => {}
                 TwinStatus::Ready => {
                     self.s.weight = settings.step_weight.min(settings.max_weight);
                     self.s.last_check = Some(self.now);
@@ -336,6 +514,9 @@ impl Machine {
             return;
         }
         self.s.unready_since = None;
+        if self.traffic_hooks(obs, settings) {
+            return;
+        }
         let Some(analysis) = &obs.analysis else {
             if let Some(peek) = &obs.peek {
                 self.early_rollback(peek);
@@ -350,9 +531,31 @@ impl Machine {
                 self.s.passed_checks += 1;
                 self.s.inconclusive_checks = 0;
                 self.effects.push(Effect::Check("passed"));
-                if self.s.weight >= settings.max_weight {
+                let unconfirmed = hooks::of_kind(&settings.hooks, HookKind::ConfirmPromotion)
+                    .next()
+                    .is_some()
+                    && self.s.hooks.promotion_confirmed_by.is_none();
+                if self.s.weight >= settings.max_weight && unconfirmed {
+                    // Held at max weight, still judged every interval (and so still able to
+                    // roll back), until a confirm-promotion hook or `canary-gate approve`.
+                    let w = self.s.weight;
+                    let message = format!("all gates green at {w} % ({}); waiting for approval (confirm-promotion hook or `canary-gate approve`)", analysis.summary);
+                    if self.s.hooks.waiting_since.is_none() {
+                        self.s.hooks.waiting_since = Some(self.now);
+                        self.event(EventType::Normal, "WaitingForApproval", message);
+                    } else {
+                        self.s.message = message;
+                    }
+                } else if self.s.weight >= settings.max_weight {
+                    let by = self
+                        .s
+                        .hooks
+                        .promotion_confirmed_by
+                        .as_ref()
+                        .map(|who| format!(", confirmed by {who}"))
+                        .unwrap_or_default();
                     self.promote(format!(
-                        "all gates green at {} %: {}",
+                        "all gates green at {} %: {}{by}",
                         self.s.weight, analysis.summary
                     ));
                 } else {

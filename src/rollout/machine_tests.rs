@@ -108,10 +108,12 @@ fn twin(status: TwinStatus) -> Observation {
         stable_rolled_out: false,
         analysis: None,
         action: None,
+        approved_by: None,
         progress_deadline: DEADLINE,
         setup_error: None,
         fresh_window: false,
         peek: None,
+        hooks: Vec::new(),
     }
 }
 
@@ -225,11 +227,12 @@ fn all_verdicts() -> Vec<Verdict> {
     ]
 }
 
-const ACTIONS: [Action; 4] = [
+const ACTIONS: [Action; 5] = [
     Action::Promote,
     Action::Abort,
     Action::Pause,
     Action::Resume,
+    Action::Approve,
 ];
 
 /// A varied set of observations: every twin status, every verdict, every action, rolled out.
@@ -276,6 +279,7 @@ fn tags(effects: &[Effect]) -> Vec<String> {
             Effect::Decision(d) => format!("decision:{d}"),
             Effect::Check(c) => format!("check:{c}"),
             Effect::ClearAction => "clear".to_string(),
+            Effect::CallHooks(k) => format!("hooks:{k}"),
         })
         .collect()
 }
@@ -1522,10 +1526,12 @@ fn simulate(settings: &Settings, verdict: MakeVerdict, restart: bool) -> Run {
             stable_rolled_out: run.state.phase == Phase::Promoting,
             analysis: due.then(|| analysis(verdict())),
             action: None,
+            approved_by: None,
             progress_deadline: DEADLINE,
             setup_error: None,
             fresh_window: false,
             peek: None,
+            hooks: Vec::new(),
         };
         run.checks += u32::from(due);
         let current = if restart {
@@ -1957,4 +1963,226 @@ fn a_restart_between_checks_keeps_looking_from_the_persisted_check() {
     // And an undecided look after the restart leaves the persisted state exactly as it was.
     let (same, _) = step(&s, &peeked(undecided()), &defaults(), at(12));
     assert_eq!(round_trip(&same), s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hooks: results are observations, `post-rollout` an effect
+// ---------------------------------------------------------------------------------------------
+
+fn with_hooks(kinds: &[&str]) -> Settings {
+    let pairs: Vec<(String, String)> = kinds
+        .iter()
+        .map(|k| {
+            (
+                format!("{}{k}", ann::HOOK_PREFIX),
+                format!(r#"{{"type": "{k}", "url": "http://hooks.test/{k}"}}"#),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    settings_with(&refs)
+}
+
+fn hook(kind: HookKind, pass: bool) -> HookResult {
+    HookResult {
+        name: kind.as_str().into(),
+        kind,
+        outcome: if pass {
+            hooks::HookOutcome::Pass
+        } else {
+            hooks::HookOutcome::Fail("answered HTTP 503".into())
+        },
+    }
+}
+
+fn answered(results: Vec<HookResult>) -> Observation {
+    Observation {
+        hooks: results,
+        ..ready()
+    }
+}
+
+#[test]
+fn confirm_rollout_waits_without_a_twin_then_starts_or_is_cancelled_at_the_deadline() {
+    let d = with_hooks(&["confirm-rollout"]);
+    // No answer yet: nothing happens (no twin, no event).
+    let (s, fx) = step(&pending(), &ready(), &d, at(1));
+    assert_eq!(s.phase, Phase::Pending);
+    assert!(fx.is_empty(), "{fx:?}");
+    // "Not yet": waits, says so once, remembers since when (on the Deployment).
+    let (s, fx) = step(
+        &s,
+        &answered(vec![hook(HookKind::ConfirmRollout, false)]),
+        &d,
+        at(2),
+    );
+    assert_eq!(s.phase, Phase::Pending);
+    assert!(message(&fx, "WaitingForConfirmation").contains("answered HTTP 503"));
+    assert_eq!(round_trip(&s).hooks.waiting_since, Some(at(2)));
+    let (s2, fx) = step(
+        &s,
+        &answered(vec![hook(HookKind::ConfirmRollout, false)]),
+        &d,
+        at(40),
+    );
+    assert!(fx.is_empty(), "no second event while waiting: {fx:?}");
+    // Confirmed: starts.
+    let (started, _) = step(
+        &s2,
+        &answered(vec![hook(HookKind::ConfirmRollout, true)]),
+        &d,
+        at(50),
+    );
+    assert_eq!(started.phase, Phase::Progressing);
+    assert_eq!(started.hooks.waiting_since, None);
+    // Past the deadline (default 1 h): Cancelled with the reason.
+    let (late, fx) = step(
+        &s2,
+        &answered(vec![hook(HookKind::ConfirmRollout, false)]),
+        &d,
+        at(3700),
+    );
+    assert_eq!(late.phase, Phase::Cancelled);
+    assert!(message(&fx, "Cancelled").contains("not confirmed within 1h"));
+}
+
+#[test]
+fn pre_rollout_holds_the_first_traffic_and_fails_checks_up_to_the_threshold() {
+    let d = with_hooks(&["pre-rollout"]);
+    let (s, _) = step(&waiting(), &ready(), &d, at(1));
+    assert_eq!(s.weight, 0, "no traffic before the pre-rollout hook passed");
+    let mut s = s;
+    for i in 1..d.threshold {
+        (s, _) = step(
+            &s,
+            &answered(vec![hook(HookKind::PreRollout, false)]),
+            &d,
+            at(30 * i64::from(i)),
+        );
+        assert_eq!(
+            (s.phase, s.weight, s.failed_checks),
+            (Phase::Progressing, 0, i)
+        );
+    }
+    let (ok, fx) = step(
+        &s,
+        &answered(vec![hook(HookKind::PreRollout, true)]),
+        &d,
+        at(200),
+    );
+    assert_eq!(ok.weight, 10, "{fx:?}");
+    let (failed, fx) = step(
+        &s,
+        &answered(vec![hook(HookKind::PreRollout, false)]),
+        &d,
+        at(200),
+    );
+    assert_eq!(failed.phase, Phase::Failed);
+    assert!(message(&fx, "RolledBack").contains("pre-rollout hook pre-rollout failed"));
+}
+
+#[test]
+fn rollout_hook_failures_are_failed_checks_and_a_rollback_hook_rolls_back() {
+    let d = with_hooks(&["rollout", "rollback"]);
+    let s = progressing(20, 0);
+    let (next, fx) = step(
+        &s,
+        &answered(vec![hook(HookKind::Rollout, false)]),
+        &d,
+        at(31),
+    );
+    assert_eq!((next.phase, next.failed_checks), (Phase::Progressing, 1));
+    assert!(message(&fx, "CheckFailed").contains("rollout hook rollout failed"));
+    // A rollback hook that fails to answer is no reason to roll back; a 2xx is.
+    let (kept, _) = step(
+        &s,
+        &answered(vec![hook(HookKind::Rollback, false)]),
+        &d,
+        at(31),
+    );
+    assert_eq!(kept.phase, Phase::Progressing);
+    let (back, fx) = step(
+        &s,
+        &answered(vec![hook(HookKind::Rollback, true)]),
+        &d,
+        at(31),
+    );
+    assert_eq!(back.phase, Phase::Failed);
+    assert!(message(&fx, "RolledBack").contains("rollback hook rollback answered 2xx"));
+}
+
+#[test]
+fn confirm_promotion_holds_at_max_weight_still_judged_until_it_passes() {
+    let d = with_hooks(&["confirm-promotion"]);
+    let (held, fx) = step(&progressing(50, 0), &judged(pass()), &d, at(30));
+    assert_eq!((held.phase, held.weight), (Phase::Progressing, 50));
+    assert!(message(&fx, "WaitingForApproval").contains("waiting for approval"));
+    // Still judged while held: decisive evidence rolls back.
+    let (back, _) = step(&held, &judged(decisive()), &d, at(60));
+    assert_eq!(back.phase, Phase::Failed);
+    // The hook passes: promoted at once.
+    let (promoted, fx) = step(
+        &held,
+        &answered(vec![hook(HookKind::ConfirmPromotion, true)]),
+        &d,
+        at(45),
+    );
+    assert_eq!(promoted.phase, Phase::Promoting);
+    assert!(message(&fx, "Promoting").contains("confirmed by confirm-promotion hook"));
+}
+
+#[test]
+fn post_rollout_is_asked_for_once_and_never_again_after_a_restart() {
+    let d = with_hooks(&["post-rollout"]);
+    let (failed, fx) = step(&progressing(20, 0), &judged(decisive()), &d, at(30));
+    assert_eq!(failed.phase, Phase::Failed);
+    assert!(
+        fx.contains(&Effect::CallHooks(HookKind::PostRollout)),
+        "{fx:?}"
+    );
+    let again = round_trip(&failed);
+    assert!(again.hooks.post_rollout_sent);
+    let (_, fx) = step(&again, &ready(), &d, at(31));
+    assert!(
+        !fx.contains(&Effect::CallHooks(HookKind::PostRollout)),
+        "{fx:?}"
+    );
+    // Promotion path: on Succeeded.
+    let promoting = in_phase(Phase::Promoting);
+    let (done, fx) = step(&promoting, &rolled_out(), &d, at(40));
+    assert_eq!(done.phase, Phase::Succeeded);
+    assert!(fx.contains(&Effect::CallHooks(HookKind::PostRollout)));
+}
+
+#[test]
+fn canary_gate_approve_satisfies_confirm_promotion_and_names_who() {
+    let d = with_hooks(&["confirm-promotion"]);
+    let (held, _) = step(&progressing(50, 0), &judged(pass()), &d, at(30));
+    assert_eq!(held.phase, Phase::Progressing);
+    let obs = Observation {
+        approved_by: Some("ana".into()),
+        ..acting(Action::Approve)
+    };
+    let (promoted, fx) = step(&held, &obs, &d, at(40));
+    assert_eq!(promoted.phase, Phase::Promoting);
+    assert!(
+        message(&fx, "Promoting").contains("approved by ana"),
+        "{fx:?}"
+    );
+    // Approved before max weight: recorded, and the first green check at max promotes.
+    let (early, fx) = step(&progressing(20, 0), &obs, &d, at(10));
+    assert!(message(&fx, "Approved").contains("ana"));
+    assert_eq!(
+        round_trip(&early).hooks.promotion_confirmed_by.as_deref(),
+        Some("ana (canary-gate approve)")
+    );
+    let at_max = RolloutState {
+        weight: 50,
+        ..early
+    };
+    let (next, _) = step(&at_max, &judged(pass()), &d, at(40));
+    assert_eq!(next.phase, Phase::Promoting);
 }

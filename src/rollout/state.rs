@@ -80,6 +80,8 @@ pub enum Action {
     Abort,
     Pause,
     Resume,
+    /// Satisfies `confirm-promotion` (recorded with who approved).
+    Approve,
 }
 
 impl Action {
@@ -89,6 +91,7 @@ impl Action {
             "abort" => Some(Action::Abort),
             "pause" => Some(Action::Pause),
             "resume" => Some(Action::Resume),
+            "approve" => Some(Action::Approve),
             _ => None,
         }
     }
@@ -101,6 +104,7 @@ impl Action {
             Action::Promote => matches!(phase, Phase::Pending | Phase::Progressing | Phase::Paused),
             Action::Pause => matches!(phase, Phase::Pending | Phase::Progressing),
             Action::Resume => phase == Phase::Paused,
+            Action::Approve => phase == Phase::Progressing,
         }
     }
 
@@ -110,6 +114,7 @@ impl Action {
             Action::Abort => "abort",
             Action::Pause => "pause",
             Action::Resume => "resume",
+            Action::Approve => "approve",
         }
     }
 }
@@ -151,6 +156,7 @@ pub struct RolloutState {
     /// Last gate values, human readable (`success=99.8% p99=120ms`).
     pub gates: String,
     pub counts: Counts,
+    pub hooks: super::hooks::HookState,
 }
 
 /// Why the annotations do not hold a usable state.
@@ -185,6 +191,7 @@ impl RolloutState {
             message: "waiting for the analyzer to create the canary".into(),
             gates: String::new(),
             counts: Counts::default(),
+            hooks: Default::default(),
         }
     }
 
@@ -218,6 +225,10 @@ impl RolloutState {
                 .get(ann::COUNTS)
                 .and_then(|c| serde_json::from_str(c).ok())
                 .unwrap_or_default(),
+            hooks: a
+                .get(ann::HOOKS)
+                .and_then(|h| serde_json::from_str(h).ok())
+                .unwrap_or_default(),
         })
     }
 
@@ -249,6 +260,11 @@ impl RolloutState {
                 ann::COUNTS,
                 (self.counts != Counts::default())
                     .then(|| serde_json::to_string(&self.counts).unwrap_or_default()),
+            ),
+            (
+                ann::HOOKS,
+                (!self.hooks.is_empty())
+                    .then(|| serde_json::to_string(&self.hooks).unwrap_or_default()),
             ),
         ])
     }
@@ -295,6 +311,8 @@ mod tests {
         s.last_check = Some(now);
         s.failed_checks = 2;
         s.counts.canary = [120.0, 3.0];
+        s.hooks.waiting_since = Some(now);
+        s.hooks.post_rollout_sent = true;
         let map: BTreeMap<String, String> = s
             .to_annotations()
             .into_iter()

@@ -1,12 +1,12 @@
-//! Weighted Istio routes, pure. Only the destinations for the Deployment's Service host are
+//! Weighted Istio routes (VirtualService), pure. Only the destinations for the Deployment's Service host are
 //! split; every other route, match, retry, timeout and host is left exactly as it was, and
 //! the original `http` section is kept on the VirtualService so it can be restored verbatim.
 
 use std::collections::BTreeMap;
 
-use super::twin::{managed_meta, twin_name};
 use crate::annotations as ann;
 use crate::istio::{Destination, HttpRoute, RouteDestination, VirtualService, VirtualServiceSpec};
+use crate::rollout::twin::{managed_meta, twin_name};
 
 /// Does an Istio host name refer to Service `svc` in namespace `ns`?
 pub fn is_service_host(host: &str, svc: &str, ns: &str) -> bool {
@@ -113,7 +113,10 @@ pub fn unsplit_http(split: &[HttpRoute]) -> Vec<HttpRoute> {
             let mut out: Vec<RouteDestination> = Vec::new();
             let mut returned = Vec::new();
             for d in &route.route {
-                let base = d.destination.host.strip_suffix(super::twin::SUFFIX);
+                let base = d
+                    .destination
+                    .host
+                    .strip_suffix(crate::rollout::twin::SUFFIX);
                 let has_stable = base.is_some_and(|b| {
                     route
                         .route
@@ -213,6 +216,41 @@ pub fn canary_share(vs: &VirtualService, svc: &str) -> Option<i32> {
         .flat_map(|r| &r.route)
         .find(|d| d.destination.host == canary)
         .map(|d| d.weight.unwrap_or(0))
+}
+
+/// VirtualServices as a [`RouteKind`](super::RouteKind).
+pub struct Istio;
+
+impl super::RouteKind for Istio {
+    type Route = VirtualService;
+    type Rule = HttpRoute;
+    const KIND: &'static str = "virtualservice";
+    const ORIGINAL: &'static str = ann::ORIGINAL_ROUTES;
+
+    fn meta(route: &VirtualService) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &route.metadata
+    }
+    fn rules(route: &VirtualService) -> &[HttpRoute] {
+        &route.spec.http
+    }
+    fn routes_to(route: &VirtualService, svc: &str, ns: &str) -> bool {
+        routes_to(route, svc, ns)
+    }
+    fn covers(route: &VirtualService, svc: &str, ns: &str) -> bool {
+        hosts_service(route, svc, ns)
+    }
+    fn split(original: &[HttpRoute], svc: &str, ns: &str, canary_percent: u32) -> Vec<HttpRoute> {
+        split_http(original, svc, ns, canary_percent)
+    }
+    fn unsplit(split: &[HttpRoute]) -> Vec<HttpRoute> {
+        unsplit_http(split)
+    }
+    fn created_name(svc: &str) -> String {
+        created_name(svc)
+    }
+    fn created(ns: &str, svc: &str, _port: Option<i32>, owner: &str, pct: u32) -> VirtualService {
+        created_virtual_service(ns, svc, owner, pct)
+    }
 }
 
 #[cfg(test)]
