@@ -363,6 +363,9 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     let _log_writer = init_tracing(args.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     match args.command {
+        Command::Loadtest(args) if args.serve.is_some() => {
+            crate::loadtest::hook::serve(args).await.map(|()| 0)
+        }
         Command::Loadtest(args) => {
             let summary = crate::loadtest::run(args).await?;
             use std::io::Write as _;

@@ -459,3 +459,54 @@ async fn rollout_events_reach_the_chat_webhook_with_the_events_own_text() {
         "{sent:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_rollout_hook_starts_canary_gate_loadtest_against_the_canary() {
+    // `canary-gate loadtest --serve` in place of Flagger's loadtester: the hook starts a run
+    // and passes at once; the run sends traffic to the URLs of the hook's metadata.
+    let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = hits.clone();
+    let app = Router::new().route(
+        "/api/info",
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "ok" }
+        }),
+    );
+    let canary = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let canary_addr = canary.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(canary, app).await;
+    });
+    let tester = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let tester_addr = tester.local_addr().expect("addr");
+    let base = canary_gate::loadtest::LoadtestArgs::new(["http://127.0.0.1:9/"]);
+    tokio::spawn(async move {
+        let _ = axum::serve(tester, canary_gate::loadtest::hook::router(base)).await;
+    });
+
+    let hook = (
+        "canary-gate.io/hook.load".to_string(),
+        format!(
+            r#"{{"type": "pre-rollout", "url": "http://{tester_addr}/", "metadata": {{"urls": ["http://{canary_addr}/api/info"], "rate": 50, "duration": "2s"}}}}"#
+        ),
+    );
+    let (cluster, analyzer, _) = rig(&[hook]);
+    assert!(
+        tick_until(&analyzer, &cluster, Duration::from_secs(10), |s| s.weight
+            > 0)
+        .await,
+        "the pre-rollout hook passed: {:?}",
+        state(&cluster)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hits.load(std::sync::atomic::Ordering::SeqCst) < 50 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let n = hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n >= 50, "the load test sent {n} requests to the canary");
+}

@@ -6,6 +6,8 @@
 //! answered, so a slow canary shows up as latency and errors instead of silently lowering the
 //! request rate (which is what a closed loop of curls does).
 
+pub mod hook;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
@@ -29,8 +31,16 @@ const DRAIN_SLACK: Duration = Duration::from_millis(250);
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadtestArgs {
     /// URLs to request, round-robin (http or https), e.g. the front page and product pages.
-    #[arg(required = true, num_args = 1.., value_parser = parse_url_arg)]
+    /// With --serve, the default URLs of runs whose hook call names none.
+    #[arg(required_unless_present = "serve", num_args = 1.., value_parser = parse_url_arg)]
     pub urls: Vec<String>,
+
+    /// Serve hook calls on this address instead of running once: each POST (a canary-gate
+    /// `pre-rollout` or `rollout` hook) starts a run for that Deployment unless one is
+    /// running, with `urls`, `rate`, `duration` from the hook's metadata over these flags.
+    /// Replaces Flagger's loadtester service.
+    #[arg(long, env = "CANARY_GATE_LOADTEST_SERVE", value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
 
     /// Requests per second, over all URLs together.
     #[arg(
@@ -93,6 +103,7 @@ impl LoadtestArgs {
             concurrency: 32,
             timeout: Duration::from_secs(5),
             host: None,
+            serve: None,
             quiet: false,
         }
     }
