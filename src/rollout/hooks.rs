@@ -255,6 +255,16 @@ pub fn results_of(results: &[HookResult], kind: HookKind) -> Option<Vec<&HookRes
     (!found.is_empty()).then_some(found)
 }
 
+/// What the failed ones of these calls said, for messages and events.
+pub fn failures(results: &[&HookResult]) -> String {
+    results
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.describe())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Every hook annotation of a Deployment (`canary-gate.io/hook.<name>`), parsed.
 pub fn from_annotations(
     annotations: &BTreeMap<String, String>,

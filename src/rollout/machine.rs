@@ -322,12 +322,7 @@ impl Machine {
             }
             Some(rs) => {
                 self.s.hooks.last_call = Some(self.now);
-                let why = rs
-                    .iter()
-                    .filter(|r| !r.passed())
-                    .map(|r| r.describe())
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let why = hooks::failures(&rs);
                 self.failed_check(why, settings);
                 false
             }
@@ -352,12 +347,7 @@ impl Machine {
             }
             Some(rs) => {
                 self.s.hooks.last_call = Some(self.now);
-                let why = rs
-                    .iter()
-                    .filter(|r| !r.passed())
-                    .map(|r| r.describe())
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let why = hooks::failures(&rs);
                 let first = self.s.hooks.waiting_since.is_none();
                 let since = *self.s.hooks.waiting_since.get_or_insert(self.now);
                 let deadline = humantime::format_duration(settings.confirm_deadline);
@@ -393,13 +383,8 @@ impl Machine {
             }
         }
         if let Some(rs) = hooks::results_of(&obs.hooks, HookKind::Rollout) {
-            let failed: Vec<String> = rs
-                .iter()
-                .filter(|r| !r.passed())
-                .map(|r| r.describe())
-                .collect();
-            if !failed.is_empty() {
-                self.failed_check(failed.join("; "), settings);
+            if rs.iter().any(|r| !r.passed()) {
+                self.failed_check(hooks::failures(&rs), settings);
                 if self.s.phase != Phase::Progressing {
                     return true;
                 }
@@ -428,12 +413,7 @@ impl Machine {
                     return true;
                 }
             } else {
-                let why = rs
-                    .iter()
-                    .filter(|r| !r.passed())
-                    .map(|r| r.describe())
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let why = hooks::failures(&rs);
                 self.s.message = format!("all gates green at {} %; waiting for approval ({why}; or `canary-gate approve`)", self.s.weight);
             }
         }
