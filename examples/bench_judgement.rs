@@ -129,7 +129,7 @@ fn canary_gate(s: &Scenario, p: &RolloutParams, peek_s: Option<f64>, rng: &mut R
         stable_rolled_out: false,
         analysis: None,
         action: None,
-        approved_by: None,
+        action_by: None,
         progress_deadline: Duration::from_secs(600),
         setup_error: None,
         fresh_window: false,

@@ -49,9 +49,10 @@ pub const GATES: &str = "canary-gate.io/gates";
 pub const COUNTS: &str = "canary-gate.io/counts";
 /// What the rollout remembers of its hooks (waits, last calls, post-rollout sent).
 pub const HOOKS: &str = "canary-gate.io/hooks";
-/// Who asked for `canary-gate.io/action: approve`, as the API server authenticated them:
-/// written by the mutating webhook from the AdmissionReview, never taken from the user.
-pub const APPROVED_BY: &str = "canary-gate.io/approved-by";
+/// Who set `canary-gate.io/action` (promote, abort, pause, resume, approve), as the API
+/// server authenticated them: written by the mutating webhook from the AdmissionReview,
+/// never taken from the user.
+pub const ACTION_BY: &str = "canary-gate.io/action-by";
 
 // On objects the analyzer creates or adopts.
 /// Label on every object canary-gate created (twin, canary Service, created routes).
@@ -103,5 +104,5 @@ pub const STATE: &[&str] = &[
     GATES,
     COUNTS,
     HOOKS,
-    APPROVED_BY,
+    ACTION_BY,
 ];

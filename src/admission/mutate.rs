@@ -108,12 +108,14 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
             )
         })
         .filter(|(old_rev, new_rev)| old_rev != new_rev);
-    // `canary-gate approve`: who approved is what the API server authenticated, recorded
-    // here (whenever the approval or its record changes), never what the object says.
+    // A manual action (`canary-gate approve`, `abort`, …): who asked is what the API server
+    // authenticated, recorded here whenever the action or its record changes, never what the
+    // object says. Events and notifications name them.
     let old_annotations = annotations(old);
-    let approving = new_annotations.get(ann::ACTION).map(String::as_str) == Some("approve")
-        && (old_annotations.get(ann::ACTION).map(String::as_str) != Some("approve")
-            || new_annotations.get(ann::APPROVED_BY) != old_annotations.get(ann::APPROVED_BY));
+    let new_action = new_annotations.get(ann::ACTION);
+    let approving = new_action.is_some()
+        && (old_annotations.get(ann::ACTION) != new_action
+            || new_annotations.get(ann::ACTION_BY) != old_annotations.get(ann::ACTION_BY));
     let approver = req
         .user_info
         .username
@@ -123,7 +125,7 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
     let record_approval = |patch: &mut Patch| {
         add(
             patch,
-            &["metadata", "annotations", ann::APPROVED_BY],
+            &["metadata", "annotations", ann::ACTION_BY],
             Value::String(approver.clone()),
         );
     };
@@ -163,10 +165,11 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
             _ if approving => {
                 let mut patch = Patch(Vec::new());
                 record_approval(&mut patch);
+                let action = new_action.map(String::as_str).unwrap_or_default();
                 Mutation::Patch {
-                    reason: "approval",
+                    reason: "action",
                     patch,
-                    warnings: vec![format!("{name}: promotion approval by {approver} recorded")],
+                    warnings: vec![format!("{name}: action {action} by {approver} recorded")],
                 }
             }
             _ => Mutation::Pass {
@@ -357,7 +360,7 @@ mod tests {
             .annotations
             .get_or_insert_with(Default::default);
         a.insert(ann::ACTION.into(), "approve".into());
-        a.insert(ann::APPROVED_BY.into(), "the-boss".into());
+        a.insert(ann::ACTION_BY.into(), "the-boss".into());
         req.object = Some(new);
         req.user_info.username = Some("ana".into());
         let m = decide(&req, &WebhookConfig::default(), now());
@@ -365,11 +368,11 @@ mod tests {
             panic!("{m:?}")
         };
         assert_eq!(
-            ann_of(&patched(&req, &m), ann::APPROVED_BY).as_deref(),
+            ann_of(&patched(&req, &m), ann::ACTION_BY).as_deref(),
             Some("ana")
         );
         assert!(
-            warnings[0].contains("approval by ana recorded"),
+            warnings[0].contains("action approve by ana recorded"),
             "{warnings:?}"
         );
         // Without an approval, metadata-only updates still pass untouched.

@@ -728,7 +728,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             stable_rolled_out,
             analysis,
             action,
-            approved_by: annotations.get(ann::APPROVED_BY).cloned(),
+            action_by: annotations.get(ann::ACTION_BY).cloned(),
             progress_deadline: progress_deadline(&item.deployment),
             setup_error,
             fresh_window,

@@ -67,8 +67,8 @@ pub struct Observation {
     pub hooks: Vec<HookResult>,
     /// A manual action found on the Deployment.
     pub action: Option<Action>,
-    /// With `Action::Approve`: who asked, as the webhook recorded it.
-    pub approved_by: Option<String>,
+    /// Who set the action, as the mutating webhook recorded it from the AdmissionReview.
+    pub action_by: Option<String>,
     /// Time allowed for the twin to become ready (the Deployment's progressDeadlineSeconds).
     pub progress_deadline: Duration,
     /// Why the canary cannot be set up at all (e.g. no Service selects the pods).
@@ -150,6 +150,13 @@ pub fn analysis_window(state: &RolloutState, now: Timestamp) -> Option<Duration>
     (d > SignedDuration::ZERO).then(|| Duration::from_millis(d.as_millis().max(1000) as u64))
 }
 
+/// `by ana` for an action the webhook attributed, `by hand` otherwise.
+fn by(obs: &Observation) -> String {
+    obs.action_by
+        .as_ref()
+        .map_or_else(|| "by hand".to_string(), |who| format!("by {who}"))
+}
+
 pub(crate) fn as_signed(d: Duration) -> SignedDuration {
     SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
@@ -225,7 +232,7 @@ impl Machine {
         }
         match action {
             Action::Abort => {
-                self.rollback("aborted by hand (canary-gate.io/action=abort)".into());
+                self.rollback(format!("aborted {} (canary-gate.io/action=abort)", by(obs)));
                 true
             }
             Action::Promote => {
@@ -234,10 +241,10 @@ impl Machine {
                 // while the twin starts must not send half the traffic to no endpoints.
                 let message = if obs.twin == TwinStatus::Ready {
                     self.s.weight = settings.max_weight;
-                    "promoted by hand (canary-gate.io/action=promote)".to_string()
+                    format!("promoted {} (canary-gate.io/action=promote)", by(obs))
                 } else {
                     self.s.weight = 0;
-                    "promoted by hand (canary-gate.io/action=promote) before the canary was ready; its traffic stays on the stable Deployment".to_string()
+                    format!("promoted {} (canary-gate.io/action=promote) before the canary was ready; its traffic stays on the stable Deployment", by(obs))
                 };
                 self.promote(message);
                 true
@@ -251,14 +258,15 @@ impl Machine {
                     EventType::Normal,
                     "Paused",
                     format!(
-                        "paused by hand at {weight} %; resume with canary-gate.io/action=resume"
+                        "paused {} at {weight} %; resume with canary-gate.io/action=resume",
+                        by(obs)
                     ),
                 );
                 true
             }
             Action::Approve => {
                 let who = obs
-                    .approved_by
+                    .action_by
                     .clone()
                     .unwrap_or_else(|| "an unknown user".into());
                 self.s.hooks.promotion_confirmed_by = Some(format!("{who} (canary-gate approve)"));
@@ -287,7 +295,13 @@ impl Machine {
                 self.event(
                     EventType::Normal,
                     "Resumed",
-                    format!("resumed at {weight} %"),
+                    format!(
+                        "resumed at {weight} %{}",
+                        obs.action_by
+                            .as_ref()
+                            .map(|w| format!(" by {w}"))
+                            .unwrap_or_default()
+                    ),
                 );
                 true
             }

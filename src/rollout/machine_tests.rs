@@ -108,7 +108,7 @@ fn twin(status: TwinStatus) -> Observation {
         stable_rolled_out: false,
         analysis: None,
         action: None,
-        approved_by: None,
+        action_by: None,
         progress_deadline: DEADLINE,
         setup_error: None,
         fresh_window: false,
@@ -1526,7 +1526,7 @@ fn simulate(settings: &Settings, verdict: MakeVerdict, restart: bool) -> Run {
             stable_rolled_out: run.state.phase == Phase::Promoting,
             analysis: due.then(|| analysis(verdict())),
             action: None,
-            approved_by: None,
+            action_by: None,
             progress_deadline: DEADLINE,
             setup_error: None,
             fresh_window: false,
@@ -2163,7 +2163,7 @@ fn canary_gate_approve_satisfies_confirm_promotion_and_names_who() {
     let (held, _) = step(&progressing(50, 0), &judged(pass()), &d, at(30));
     assert_eq!(held.phase, Phase::Progressing);
     let obs = Observation {
-        approved_by: Some("ana".into()),
+        action_by: Some("ana".into()),
         ..acting(Action::Approve)
     };
     let (promoted, fx) = step(&held, &obs, &d, at(40));
@@ -2185,4 +2185,32 @@ fn canary_gate_approve_satisfies_confirm_promotion_and_names_who() {
     };
     let (next, _) = step(&at_max, &judged(pass()), &d, at(40));
     assert_eq!(next.phase, Phase::Promoting);
+}
+
+#[test]
+fn manual_actions_name_who_set_them() {
+    let obs = |a| Observation {
+        action_by: Some("ana".into()),
+        ..acting(a)
+    };
+    let (_, fx) = step(&progressing(20, 0), &obs(Action::Abort), &defaults(), at(5));
+    assert!(
+        message(&fx, "RolledBack").contains("aborted by ana"),
+        "{fx:?}"
+    );
+    let (paused, fx) = step(&progressing(20, 0), &obs(Action::Pause), &defaults(), at(5));
+    assert!(
+        message(&fx, "Paused").contains("paused by ana at 20 %"),
+        "{fx:?}"
+    );
+    let (_, fx) = step(&paused, &obs(Action::Resume), &defaults(), at(9));
+    assert!(message(&fx, "Resumed").contains("by ana"), "{fx:?}");
+    // Without a record (an old webhook, or the CLI's dry path): "by hand", as before.
+    let (_, fx) = step(
+        &progressing(20, 0),
+        &acting(Action::Abort),
+        &defaults(),
+        at(5),
+    );
+    assert!(message(&fx, "RolledBack").contains("aborted by hand"));
 }
