@@ -21,6 +21,12 @@ use support::scenario::{run_rollout_with, Env, Shared};
 use support::Profile;
 
 const FAST: &[(&str, &str)] = &[("canary-gate.io/interval", "2s")];
+/// The healthy rollout the list page watches: slow enough (8 steps of 3 s) that the page,
+/// opened at its first step, sees several weights whatever Chromium's start-up takes.
+const WATCHED: &[(&str, &str)] = &[
+    ("canary-gate.io/interval", "3s"),
+    ("canary-gate.io/step-weight", "5"),
+];
 
 fn healthy() -> Profile {
     Profile {
@@ -173,7 +179,7 @@ async fn dashboard_in_headless_chromium() {
             &env,
             shared.clone(),
             "shop",
-            FAST,
+            WATCHED,
             healthy(),
             healthy(),
             true,
@@ -243,7 +249,15 @@ async fn dashboard_in_headless_chromium() {
         "one log entry per poll, all in one document"
     );
     let distinct: BTreeSet<u32> = log.iter().copied().collect();
-    assert!(distinct.len() >= 2, "weights seen by polling: {log:?}");
+    let raw: Vec<&str> = dom
+        .split("<li data-poll=\"")
+        .skip(1)
+        .filter_map(|li| li.split_once('>')?.1.split('<').next())
+        .collect();
+    assert!(
+        distinct.len() >= 2,
+        "weights seen by polling: {log:?} (poll log: {raw:?})"
+    );
     assert!(
         log.iter().any(|w| *w != initial),
         "changed from the server-rendered {initial} %: {log:?}"
