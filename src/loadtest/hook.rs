@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -150,13 +149,14 @@ pub async fn serve(args: LoadtestArgs) -> anyhow::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
-    // Runs still going are cut short with the process: a hook restarts them.
-    tokio::time::sleep(Duration::ZERO).await;
+    // Runs still going are cut short with the process: the next hook call starts them again.
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn base() -> LoadtestArgs {
