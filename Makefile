@@ -153,9 +153,15 @@ bench-judgement:
 bench-webhook:
 	bash scripts/bench-webhook.sh
 
-## 1,000 rollouts in one analyzer against a real Prometheus.
+## The analyzer at scale, against a real Prometheus and the in-memory API server in a child
+## process (examples/bench_analyzer.rs). BENCH_ANALYZER_ARGS: --rollouts N (managed, rolling
+## out at once), --unmanaged M (other Deployments in the cluster), --interval S, --duration S,
+## --kube-qps/--kube-burst/--kube-max-in-flight. The two runs in the README:
+##   make bench-analyzer BENCH_ANALYZER_ARGS="--rollouts 1000 --unmanaged 19000"
+##   make bench-analyzer BENCH_ANALYZER_ARGS="--rollouts 10000 --duration 90"
+BENCH_ANALYZER_ARGS ?= --rollouts 1000 --unmanaged 19000 --interval 30 --duration 60
 bench-analyzer: deps
-	$(CARGO) run --quiet --release --example bench_analyzer -- 1000 30 60
+	$(CARGO) run --quiet --release --example bench_analyzer -- $(BENCH_ANALYZER_ARGS)
 
 bench: bench-judgement bench-webhook bench-analyzer
 

@@ -1,43 +1,46 @@
-//! The analyzer at scale: N managed rollouts in one process, against a real Prometheus.
+//! The analyzer at scale: N managed rollouts among M other Deployments, in one process,
+//! against a real Prometheus and an API server in another process.
 //!
-//! `cargo run --release --example bench_analyzer -- [rollouts] [interval_s] [duration_s]`
-//! (defaults 1000, 30, 120). `BENCH_SCRAPE_MS` sets Prometheus' scrape interval (default 2000).
+//! `cargo run --release --example bench_analyzer -- [--rollouts N] [--unmanaged M]
+//! [--interval S] [--duration S] [--kube-qps Q] [--kube-burst B] [--kube-max-in-flight F]`
+//! (defaults 1000, 0, 30 s, 60 s and `serve`'s Kubernetes limits). `BENCH_SCRAPE_MS` sets
+//! Prometheus' scrape interval (default 2000).
 //!
 //! What runs where, so the numbers measure the analyzer only:
-//! - this process: the real `Analyzer::run` (1 s tick, leader) over an in-memory Kubernetes API
-//!   (`MemoryCluster`, behind a call-counting wrapper) holding N Deployments `app-0000`… in
-//!   namespaces `ns-00`…`ns-19`, each admitted by the real webhook decision (phase `Pending`)
-//!   and fronted by a Service, plus the real `PromClient`;
-//! - a child process (this binary with `--feeder N`): the Istio-style exporter, fed every
-//!   second with SIMULATED healthy traffic for all N stable and N canary workloads;
+//! - this process: the real `Analyzer::run` (1 s tick, leader) over the real `KubeCluster`
+//!   (kube client, label-selected Deployment watch, rate limits) and the real `PromClient`;
+//! - a child process (this binary with `--apiserver`): the in-memory API server of
+//!   tests/support/apiserver.rs on loopback, holding N Deployments `app-00000`… in namespaces
+//!   `ns-00`…`ns-19`, each admitted by the real webhook decision (phase `Pending`) and fronted
+//!   by a Service, plus M unmanaged Deployments `other-00000`…; it counts every call;
+//! - a child process (`--feeder N`): the Istio-style exporter, fed every second with
+//!   SIMULATED healthy traffic for all N stable and N canary workloads;
 //! - a child process: the real Prometheus (Debian package) scraping that exporter.
 //!
-//! RSS and CPU are reported for this process; the two children are reported separately.
+//! RSS and CPU are reported for this process; the children are reported separately.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use canary_gate::analyzer::Analyzer;
-use canary_gate::cluster::memory::MemoryCluster;
-use canary_gate::cluster::{Cluster, KubeError};
-use canary_gate::gateway_api::{HTTPRoute, HTTPRouteRule};
-use canary_gate::istio::{HttpRoute, VirtualService};
+use canary_gate::analyzer::{wakes_analyzer, Analyzer};
+use canary_gate::cluster::kube::KubeCluster;
+use canary_gate::cluster::limit::KubeLimits;
+use canary_gate::cluster::Cluster;
 use canary_gate::metrics::Metrics;
 use canary_gate::prom::PromClient;
-use canary_gate::rollout::machine::EventType;
 use canary_gate::rollout::state::RolloutState;
 use canary_gate::rollout::twin::twin_name;
 use canary_gate::settings::Defaults;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use support::apiserver::FakeApiServer;
 use support::scenario::{admitted_deployment, podinfo_service, NAME};
 use support::{IstioExporter, TestPrometheus, SIMULATED_NOTICE};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -50,32 +53,132 @@ const TICK: Duration = Duration::from_secs(1);
 /// The first seconds of the run create every twin, canary Service and route.
 const WARMUP: Duration = Duration::from_secs(10);
 
+struct Args {
+    rollouts: usize,
+    unmanaged: usize,
+    interval_s: u64,
+    duration_s: u64,
+    limits: KubeLimits,
+}
+
+fn parse_args(args: &[String]) -> anyhow::Result<Args> {
+    let mut out = Args {
+        rollouts: 1000,
+        unmanaged: 0,
+        interval_s: 30,
+        duration_s: 60,
+        limits: KubeLimits::default(),
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        let bad = || format!("{flag} {value}: not a number");
+        match flag.as_str() {
+            "--rollouts" => out.rollouts = value.parse().with_context(bad)?,
+            "--unmanaged" => out.unmanaged = value.parse().with_context(bad)?,
+            "--interval" => out.interval_s = value.parse().with_context(bad)?,
+            "--duration" => out.duration_s = value.parse().with_context(bad)?,
+            "--kube-qps" => out.limits.qps = value.parse().with_context(bad)?,
+            "--kube-burst" => out.limits.burst = value.parse().with_context(bad)?,
+            "--kube-max-in-flight" => out.limits.max_in_flight = value.parse().with_context(bad)?,
+            other => {
+                bail!("unknown argument {other} (see the header of examples/bench_analyzer.rs)")
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--feeder") {
-        let n = args.get(1).context("--feeder N")?.parse()?;
-        return feeder(n);
+    match args.first().map(String::as_str) {
+        Some("--feeder") => {
+            let n = args.get(1).context("--feeder N")?.parse()?;
+            return feeder(n);
+        }
+        Some("--apiserver") => {
+            let n: usize = args.get(1).context("--apiserver N M INTERVAL")?.parse()?;
+            let m: usize = args.get(2).context("--apiserver N M INTERVAL")?.parse()?;
+            let interval: u64 = args.get(3).context("--apiserver N M INTERVAL")?.parse()?;
+            return apiserver(n, m, interval);
+        }
+        _ => {}
     }
-    let num = |i: usize, default: u64| -> anyhow::Result<u64> {
-        args.get(i)
-            .map(|s| {
-                s.parse()
-                    .with_context(|| format!("argument {}: {s}", i + 1))
-            })
-            .unwrap_or(Ok(default))
-    };
-    let rollouts = num(0, 1000)? as usize;
-    let interval_s = num(1, 30)?;
-    let duration_s = num(2, 120)?;
+    let args = parse_args(&args)?;
     let start = Probe::read_self();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(bench(rollouts, interval_s, duration_s, start))
+    runtime.block_on(bench(args, start))
 }
 
 fn names(i: usize) -> (String, String) {
-    (format!("ns-{:02}", i % NAMESPACES), format!("app-{i:04}"))
+    (format!("ns-{:02}", i % NAMESPACES), format!("app-{i:05}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API server child: the in-memory API server, filled, until its stdin closes.
+
+fn apiserver(rollouts: usize, unmanaged: usize, interval_s: u64) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let api = FakeApiServer::start().await?;
+        let interval = format!("{interval_s}s");
+        let (template, _warnings) =
+            admitted_deployment(&[("canary-gate.io/interval", interval.as_str())])?;
+        let service = podinfo_service();
+        let typed = |d: Deployment| -> anyhow::Result<serde_json::Value> {
+            let mut v = serde_json::to_value(d)?;
+            v["apiVersion"] = "apps/v1".into();
+            v["kind"] = "Deployment".into();
+            Ok(v)
+        };
+        for i in 0..rollouts {
+            let (ns, name) = names(i);
+            api.put(&typed(rename_deployment(&template, &ns, &name)?)?);
+            let mut s = serde_json::to_value(rename_service(&service, &ns, &name))?;
+            s["apiVersion"] = "v1".into();
+            s["kind"] = "Service".into();
+            api.put(&s);
+        }
+        // The same Deployment before any canary-gate involvement: no rollout, no label.
+        let mut plain = template.clone();
+        plain.metadata.annotations = None;
+        if let Some(l) = plain.metadata.labels.as_mut() {
+            l.remove(canary_gate::annotations::ROLLOUT_LABEL);
+        }
+        for i in 0..unmanaged {
+            let ns = format!("ns-{:02}", i % NAMESPACES);
+            let name = format!("other-{i:05}");
+            api.put(&typed(rename_deployment(&plain, &ns, &name)?)?);
+        }
+        println!("ADDR {}", api.addr());
+        std::io::stdout().flush()?;
+        tokio::task::spawn_blocking(|| {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        })
+        .await?;
+        Ok(())
+    })
+}
+
+/// Starts this binary in a child mode and reads the address it prints.
+fn child(args: &[String]) -> anyhow::Result<(Child, std::net::SocketAddr)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {args:?}"))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("child stdout")?).read_line(&mut line)?;
+    let Some(addr) = line.trim().strip_prefix("ADDR ") else {
+        bail!("{args:?} said {line:?}");
+    };
+    Ok((child, addr.parse()?))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,150 +344,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A call-counting Cluster in front of MemoryCluster (reads are not in its write log).
-
-struct Counted {
-    inner: Arc<MemoryCluster>,
-    calls: Mutex<BTreeMap<&'static str, u64>>,
-    in_flight: AtomicU64,
-    max_in_flight: AtomicU64,
-}
-
-impl Counted {
-    fn count(&self, call: &'static str) -> InFlight<'_> {
-        *self
-            .calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(call)
-            .or_default() += 1;
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        InFlight(self)
-    }
-
-    fn calls(&self) -> BTreeMap<&'static str, u64> {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-struct InFlight<'a>(&'a Counted);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Cluster for Counted {
-    async fn deployments(&self) -> Result<Vec<Arc<Deployment>>, KubeError> {
-        let _g = self.count("list deployments (cache)");
-        self.inner.deployments().await
-    }
-    async fn get_deployment(&self, ns: &str, name: &str) -> Result<Deployment, KubeError> {
-        let _g = self.count("get deployment");
-        self.inner.get_deployment(ns, name).await
-    }
-    async fn apply_deployment(&self, d: &Deployment) -> Result<(), KubeError> {
-        let _g = self.count("apply deployment");
-        self.inner.apply_deployment(d).await
-    }
-    async fn delete_deployment(&self, ns: &str, name: &str) -> Result<(), KubeError> {
-        let _g = self.count("delete deployment");
-        self.inner.delete_deployment(ns, name).await
-    }
-    async fn patch_deployment(
-        &self,
-        ns: &str,
-        name: &str,
-        resource_version: &str,
-        annotations: BTreeMap<String, Option<String>>,
-        paused: Option<bool>,
-    ) -> Result<(), KubeError> {
-        let _g = self.count("patch deployment");
-        self.inner
-            .patch_deployment(ns, name, resource_version, annotations, paused)
-            .await
-    }
-    async fn services(&self, ns: &str) -> Result<Vec<Service>, KubeError> {
-        let _g = self.count("list services");
-        self.inner.services(ns).await
-    }
-    async fn apply_service(&self, s: &Service) -> Result<(), KubeError> {
-        let _g = self.count("apply service");
-        self.inner.apply_service(s).await
-    }
-    async fn delete_service(&self, ns: &str, name: &str) -> Result<(), KubeError> {
-        let _g = self.count("delete service");
-        self.inner.delete_service(ns, name).await
-    }
-    async fn virtual_services(&self, ns: &str) -> Result<Vec<VirtualService>, KubeError> {
-        let _g = self.count("list virtualservices");
-        self.inner.virtual_services(ns).await
-    }
-    async fn virtual_services_everywhere(&self) -> Result<Vec<VirtualService>, KubeError> {
-        self.inner.virtual_services_everywhere().await
-    }
-    async fn apply_virtual_service(&self, vs: &VirtualService) -> Result<(), KubeError> {
-        let _g = self.count("apply virtualservice");
-        self.inner.apply_virtual_service(vs).await
-    }
-    async fn patch_virtual_service(
-        &self,
-        ns: &str,
-        name: &str,
-        http: &[HttpRoute],
-        annotations: BTreeMap<String, Option<String>>,
-    ) -> Result<(), KubeError> {
-        let _g = self.count("patch virtualservice");
-        self.inner
-            .patch_virtual_service(ns, name, http, annotations)
-            .await
-    }
-    async fn delete_virtual_service(&self, ns: &str, name: &str) -> Result<(), KubeError> {
-        let _g = self.count("delete virtualservice");
-        self.inner.delete_virtual_service(ns, name).await
-    }
-    async fn http_routes(&self, ns: &str) -> Result<Vec<HTTPRoute>, KubeError> {
-        let _g = self.count("list httproutes");
-        self.inner.http_routes(ns).await
-    }
-    async fn http_routes_everywhere(&self) -> Result<Vec<HTTPRoute>, KubeError> {
-        self.inner.http_routes_everywhere().await
-    }
-    async fn apply_http_route(&self, route: &HTTPRoute) -> Result<(), KubeError> {
-        let _g = self.count("apply httproute");
-        self.inner.apply_http_route(route).await
-    }
-    async fn patch_http_route(
-        &self,
-        ns: &str,
-        name: &str,
-        rules: &[HTTPRouteRule],
-        annotations: BTreeMap<String, Option<String>>,
-    ) -> Result<(), KubeError> {
-        let _g = self.count("patch httproute");
-        self.inner
-            .patch_http_route(ns, name, rules, annotations)
-            .await
-    }
-    async fn delete_http_route(&self, ns: &str, name: &str) -> Result<(), KubeError> {
-        let _g = self.count("delete httproute");
-        self.inner.delete_http_route(ns, name).await
-    }
-    async fn event(
-        &self,
-        d: &Deployment,
-        kind: EventType,
-        reason: &str,
-        message: &str,
-    ) -> Result<(), KubeError> {
-        let _g = self.count("create event");
-        self.inner.event(d, kind, reason, message).await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Fixtures: one admitted Deployment, cloned and renamed consistently.
 
 fn rename_deployment(template: &Deployment, ns: &str, name: &str) -> anyhow::Result<Deployment> {
@@ -484,26 +443,34 @@ fn histogram_quantile(encoded: &str, name: &str, q: f64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn phases(cluster: &MemoryCluster, rollouts: usize) -> BTreeMap<String, usize> {
+fn phases(deployments: &[Arc<Deployment>]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for i in 0..rollouts {
-        let (ns, name) = names(i);
-        let phase = cluster
-            .deployment(&ns, &name)
-            .and_then(|d| RolloutState::from_annotations(&d.metadata.annotations?).ok())
-            .map(|s| format!("{} {}%", s.phase, s.weight))
-            .unwrap_or_else(|| "(unreadable)".into());
-        *out.entry(phase).or_default() += 1;
+    for d in deployments {
+        let Some(a) = d.metadata.annotations.as_ref() else {
+            continue;
+        };
+        if let Ok(s) = RolloutState::from_annotations(a) {
+            *out.entry(format!("{} {}%", s.phase, s.weight)).or_default() += 1;
+        }
     }
     out
 }
 
-async fn bench(
-    rollouts: usize,
-    interval_s: u64,
-    duration_s: u64,
-    start: Probe,
-) -> anyhow::Result<()> {
+/// Mean and the bound of the bucket holding the 99th percentile of a histogram.
+fn histogram_summary(encoded: &str, name: &str) -> (f64, f64, f64) {
+    let count = metric_sum(encoded, &format!("{name}_count"));
+    let sum = metric_sum(encoded, &format!("{name}_sum"));
+    (count, sum / count, histogram_quantile(encoded, name, 0.99))
+}
+
+async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
+    let Args {
+        rollouts,
+        unmanaged,
+        interval_s,
+        duration_s,
+        limits,
+    } = args;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let timer = TickTimer::default();
     // As in `serve`: an info-level subscriber that formats every event (into a sink here).
@@ -518,48 +485,47 @@ async fn bench(
             .and_then(|v| v.parse().ok())
             .unwrap_or(2000),
     );
-    println!("== analyzer benchmark: {rollouts} rollouts, interval {interval_s}s, {duration_s}s, scrape {scrape:?} ==");
+    let total = rollouts + unmanaged;
+    println!("== analyzer benchmark: {rollouts} rollouts among {total} Deployments, interval {interval_s}s, {duration_s}s, scrape {scrape:?} ==");
+    println!(
+        "Kubernetes client limits: {} calls/s, burst {}, {} in flight, timeout {:?}",
+        limits.qps, limits.burst, limits.max_in_flight, limits.timeout
+    );
     println!("{SIMULATED_NOTICE}");
     let setup_wall = Instant::now();
 
-    // 1. Feeder child (exporter + traffic).
-    let mut feeder = Command::new(std::env::current_exe()?)
-        .args(["--feeder", &rollouts.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("spawning the feeder")?;
-    let mut line = String::new();
-    BufReader::new(feeder.stdout.take().context("feeder stdout")?).read_line(&mut line)?;
-    let Some(addr) = line.trim().strip_prefix("ADDR ") else {
-        bail!("feeder said {line:?}");
-    };
-    let addr: std::net::SocketAddr = addr.parse()?;
+    // 1. Children: the feeder (exporter + traffic) and the API server.
+    let (mut feeder, feeder_addr) = child(&["--feeder".into(), rollouts.to_string()])?;
+    let (mut apiserver, api_addr) = child(&[
+        "--apiserver".into(),
+        rollouts.to_string(),
+        unmanaged.to_string(),
+        interval_s.to_string(),
+    ])?;
 
-    // 2. Prometheus, started while the cluster is being filled.
-    let prometheus = tokio::spawn(async move { TestPrometheus::start(&[addr], scrape).await });
-
-    // 3. The cluster: N admitted (Pending) Deployments with a Service each.
-    let interval = format!("{interval_s}s");
-    let (template, _warnings) =
-        admitted_deployment(&[("canary-gate.io/interval", interval.as_str())])?;
-    let service = podinfo_service();
-    let memory = Arc::new(MemoryCluster::new());
-    for i in 0..rollouts {
-        let (ns, name) = names(i);
-        memory.put_deployment(rename_deployment(&template, &ns, &name)?);
-        memory.put_service(rename_service(&service, &ns, &name));
-    }
-    let cluster = Arc::new(Counted {
-        inner: memory.clone(),
-        calls: Mutex::default(),
-        in_flight: AtomicU64::new(0),
-        max_in_flight: AtomicU64::new(0),
-    });
-    let prometheus = prometheus.await??;
+    // 2. Prometheus.
+    let prometheus = TestPrometheus::start(&[feeder_addr], scrape).await?;
     let prom_pid = child_pids("prometheus").into_iter().next();
     let metrics = Metrics::new();
     let prom = PromClient::new(&prometheus.url(), Duration::from_secs(5), metrics.clone())?;
+
+    // 3. The real cluster client and its watch.
+    let config = kube::Config::new(format!("http://{api_addr}").parse()?);
+    let client = kube::Client::try_from(config)?;
+    let (cluster, watch) = KubeCluster::start(
+        client,
+        limits,
+        metrics.clone(),
+        "bench".into(),
+        wakes_analyzer,
+    );
+    let changed = cluster.changed();
+    tokio::spawn(watch);
+    let watch_started = Instant::now();
+    cluster.wait_ready().await;
+    let watch_ready = watch_started.elapsed();
+    let cluster = Arc::new(cluster);
+    let cached = cluster.deployments().await?.len();
     let analyzer = Arc::new(Analyzer::new(
         cluster.clone(),
         Arc::new(prom),
@@ -569,16 +535,17 @@ async fn bench(
     let after_setup = Probe::read_self();
     let setup_elapsed = setup_wall.elapsed();
     println!(
-        "setup done in {:.1}s (Prometheus startup {:.1}s); RSS {:.1} MiB",
+        "setup done in {:.1}s (Prometheus startup {:.1}s, watch ready in {:.2}s holding {cached} of {total} Deployments); RSS {:.1} MiB",
         setup_elapsed.as_secs_f64(),
         prometheus.startup_time().as_secs_f64(),
+        watch_ready.as_secs_f64(),
         mib(after_setup.rss_kib)
     );
 
     // 4. The analyzer, for the duration; /proc sampled every second.
     let (_leader_tx, leader_rx) = tokio::sync::watch::channel(true);
     let run_started = Instant::now();
-    let task = tokio::spawn(analyzer.clone().run(TICK, leader_rx, None));
+    let task = tokio::spawn(analyzer.clone().run(TICK, leader_rx, Some(changed)));
     let mut samples = vec![Probe::read_self()];
     let mut sampler = tokio::time::interval(Duration::from_secs(1));
     sampler.tick().await;
@@ -588,11 +555,13 @@ async fn bench(
         samples.push(p);
         let elapsed = run_started.elapsed().as_secs();
         if elapsed % 10 == 0 {
+            let encoded = metrics.encode();
             println!(
-                "t={elapsed:>4}s RSS {:>6.1} MiB, queries {:>5}, writes {:>6}",
+                "t={elapsed:>4}s RSS {:>6.1} MiB, queries {:>5}, kube calls {:>7}, checks {:>6}",
                 mib(p.rss_kib),
-                metric_sum(&metrics.encode(), "canary_gate_prometheus_queries_total"),
-                memory.log().len() - rollouts
+                metric_sum(&encoded, "canary_gate_prometheus_queries_total"),
+                metric_sum(&encoded, "canary_gate_kube_calls_total"),
+                metric_sum(&encoded, "canary_gate_checks_total"),
             );
         }
     }
@@ -600,13 +569,24 @@ async fn bench(
     let _ = task.await;
     let end = Probe::read_self();
     let run_elapsed = run_started.elapsed().as_secs_f64();
+    let final_deployments = cluster.deployments().await?;
 
     // 5. Report.
+    let calls: BTreeMap<String, u64> = {
+        let body = reqwest::get(format!("http://{api_addr}/fake/calls"))
+            .await?
+            .text()
+            .await?;
+        serde_json::from_str(&body)?
+    };
     let prom_probe = prom_pid.as_deref().and_then(Probe::read);
     let feeder_probe = Probe::read(&feeder.id().to_string());
-    drop(feeder.stdin.take());
-    let _ = feeder.kill();
-    let _ = feeder.wait();
+    let api_probe = Probe::read(&apiserver.id().to_string());
+    for c in [&mut feeder, &mut apiserver] {
+        drop(c.stdin.take());
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     drop(prometheus);
 
     let encoded = metrics.encode();
@@ -616,11 +596,7 @@ async fn bench(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    // Gaps between tick starts: 1 s when on schedule, 2 s when one tick was skipped.
-    let skipped: u64 = ticks
-        .windows(2)
-        .map(|w| (w[1].0.duration_since(w[0].0).as_secs_f64().round() as u64).saturating_sub(1))
-        .sum();
+    let skipped = metric_sum(&encoded, "canary_gate_ticks_skipped_total");
     let mut durations: Vec<f64> = ticks.iter().map(|(_, d)| d.as_secs_f64()).collect();
     durations.sort_by(f64::total_cmp);
     let steady_durations: Vec<f64> = {
@@ -632,14 +608,18 @@ async fn bench(
         v.sort_by(f64::total_cmp);
         v
     };
-    let log = memory.log();
-    let mut writes: BTreeMap<String, usize> = BTreeMap::new();
-    for l in log.iter().filter(|l| !l.starts_with("user put")) {
-        let verb: String = l.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-        *writes.entry(verb).or_default() += 1;
+    let is_write = |verb: &str| matches!(verb, "create" | "patch" | "update" | "delete");
+    let mut writes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut reads: BTreeMap<String, u64> = BTreeMap::new();
+    for (call, n) in &calls {
+        let verb = call.split_whitespace().next().unwrap_or_default();
+        if is_write(verb) {
+            writes.insert(call.clone(), *n);
+        } else {
+            reads.insert(call.clone(), *n);
+        }
     }
-    let total_writes: usize = writes.values().sum();
-    let calls = cluster.calls();
+    let total_writes: u64 = writes.values().sum();
 
     let cpu_between = |a: &Probe, b: &Probe| -> (f64, f64) {
         let wall = match (a.at, b.at) {
@@ -677,10 +657,13 @@ async fn bench(
     // Flagger-style: one query per built-in gate (success rate, p99) per rollout per check.
     let naive = 2.0 * rollouts as f64 / interval_s as f64;
 
-    println!("\n== results: {rollouts} rollouts, interval {interval_s}s, analyzer ran {run_elapsed:.0}s (tick 1s) ==");
-    println!("RSS (analyzer process: analyzer + in-memory Kubernetes API + PromClient + tracing)");
+    println!("\n== results: {rollouts} rollouts among {total} Deployments, interval {interval_s}s, analyzer ran {run_elapsed:.0}s (tick 1s) ==");
+    println!("RSS (analyzer process: analyzer + watch cache + kube client + PromClient + tracing)");
     println!("  start            {:>7.1} MiB", mib(start.rss_kib));
-    println!("  after setup      {:>7.1} MiB", mib(after_setup.rss_kib));
+    println!(
+        "  after setup      {:>7.1} MiB  (watch cache filled: {cached} Deployments)",
+        mib(after_setup.rss_kib)
+    );
     println!(
         "  steady max (>{}s) {:>6.1} MiB",
         WARMUP.as_secs(),
@@ -704,12 +687,25 @@ async fn bench(
     println!("  whole run        {run_cpu:>6.2} s = {run_cores:.3} cores; busiest 1 s: {peak_1s:.3} cores");
     println!("Prometheus queries");
     println!(
-        "  sent             {queries:.0} = {:.3}/s  (TickReport-equivalent: 3 per window group per due tick)",
+        "  sent             {queries:.0} = {:.3}/s",
         queries / run_elapsed
     );
     println!(
         "  naive            {naive:.1}/s  (2 built-in gates x {rollouts} rollouts / {interval_s}s); ratio {:.0}x fewer",
         naive / (queries / run_elapsed).max(f64::MIN_POSITIVE)
+    );
+    let (n, mean, p99) =
+        histogram_summary(&encoded, "canary_gate_prometheus_query_duration_seconds");
+    println!(
+        "  time per query   mean {:.1} ms, p99 ≤{:.0} ms (over {n:.0})",
+        mean * 1000.0,
+        p99 * 1000.0
+    );
+    let (n, mean, p99) = histogram_summary(&encoded, "canary_gate_prometheus_response_bytes");
+    println!(
+        "  answer size      mean {:.1} KiB, p99 ≤{:.0} KiB (over {n:.0})",
+        mean / 1024.0,
+        p99 / 1024.0
     );
     println!(
         "  checks           {:.0} (expected ≤ {:.0} = rollouts x run/interval)",
@@ -717,7 +713,7 @@ async fn bench(
         rollouts as f64 * checks_per_rollout
     );
     println!(
-        "Ticks: {} (durations from the `tick` span; lateness from canary_gate_tick_lateness_seconds)",
+        "Ticks: {} started (durations from the `tick` span: until the tick's last write)",
         ticks.len()
     );
     let ms = |v: f64| v * 1000.0;
@@ -736,70 +732,47 @@ async fn bench(
         ms(percentile(&steady_durations, 100.0))
     );
     println!(
-        "  lateness ms      p50 ≤{:.0}  p90 ≤{:.0}  p99 ≤{:.0}  (histogram bucket bounds); ticks skipped {skipped}",
+        "  lateness ms      p50 ≤{:.0}  p90 ≤{:.0}  p99 ≤{:.0}  (canary_gate_tick_lateness_seconds bucket bounds); ticks skipped {skipped:.0}",
         ms(histogram_quantile(&encoded, "canary_gate_tick_lateness_seconds", 0.5)),
         ms(histogram_quantile(&encoded, "canary_gate_tick_lateness_seconds", 0.9)),
         ms(histogram_quantile(&encoded, "canary_gate_tick_lateness_seconds", 0.99)),
     );
-    let count = metric_sum(&encoded, "canary_gate_tick_lateness_seconds_count");
-    println!(
-        "  metrics histos   lateness mean {:.2} ms over {count:.0}; duration mean {:.2} ms over {:.0}",
-        ms(metric_sum(&encoded, "canary_gate_tick_lateness_seconds_sum") / count),
-        ms(metric_sum(&encoded, "canary_gate_tick_duration_seconds_sum")
-            / metric_sum(&encoded, "canary_gate_tick_duration_seconds_count")),
-        metric_sum(&encoded, "canary_gate_tick_duration_seconds_count"),
-    );
-    println!("Rollouts by phase at the end:");
-    for (phase, n) in phases(&memory, rollouts) {
+    println!("Rollouts by phase at the end (from the watch cache):");
+    for (phase, n) in phases(&final_deployments) {
         println!("  {phase:<18} {n}");
     }
     println!(
-        "Kubernetes API writes (MemoryCluster log): {total_writes} = {:.1}/s; events {}",
+        "Kubernetes API writes (counted by the API server): {total_writes} = {:.1}/s, {:.2} per rollout",
         total_writes as f64 / run_elapsed,
-        memory.events().len()
+        total_writes as f64 / rollouts.max(1) as f64
     );
-    for (verb, n) in &writes {
-        println!("  {verb:<22} {n}");
+    for (call, n) in &writes {
+        println!(
+            "  {call:<30} {n:>8} = {:>7.1}/s = {:>5.2} per rollout",
+            *n as f64 / run_elapsed,
+            *n as f64 / rollouts.max(1) as f64
+        );
     }
-    println!(
-        "Kubernetes API calls seen by the analyzer (max in flight {}):",
-        cluster.max_in_flight.load(Ordering::SeqCst)
-    );
-    for (call, n) in &calls {
-        println!("  {call:<26} {n:>8} = {:>7.1}/s", *n as f64 / run_elapsed);
+    println!("Kubernetes API reads (counted by the API server):");
+    for (call, n) in &reads {
+        println!("  {call:<30} {n:>8} = {:>7.1}/s", *n as f64 / run_elapsed);
     }
-    match prom_probe {
+    let report_child = |what: &str, p: Option<Probe>| match p {
         Some(p) => println!(
-            "Prometheus child (pid {}): RSS {:.1} MiB (peak {:.1}), CPU {:.1} s total",
-            prom_pid.unwrap_or_default(),
+            "{what}: RSS {:.1} MiB (peak {:.1}), CPU {:.1} s total",
             mib(p.rss_kib),
             mib(p.hwm_kib),
             p.cpu_s
         ),
-        None => println!("Prometheus child: pid not found"),
-    }
-    if let Some(p) = feeder_probe {
-        println!(
-            "Feeder child (exporter + simulated traffic): RSS {:.1} MiB (peak {:.1}), CPU {:.1} s total",
-            mib(p.rss_kib),
-            mib(p.hwm_kib),
-            p.cpu_s
-        );
-    }
-    let errors = metric_sum(&encoded, "canary_gate_prometheus_queries_total")
-        - encoded
-            .lines()
-            .filter(|l| {
-                l.starts_with("canary_gate_prometheus_queries_total")
-                    && l.to_ascii_lowercase().contains("success")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
-    println!("Prometheus queries not successful: {errors:.0}");
-    for l in encoded
-        .lines()
-        .filter(|l| l.starts_with("canary_gate_prometheus_queries_total"))
-    {
+        None => println!("{what}: not found"),
+    };
+    report_child("Prometheus child", prom_probe);
+    report_child("Feeder child (exporter + simulated traffic)", feeder_probe);
+    report_child("API server child (in-memory, all Deployments)", api_probe);
+    for l in encoded.lines().filter(|l| {
+        l.starts_with("canary_gate_prometheus_queries_total")
+            || (l.starts_with("canary_gate_kube_calls_total") && !l.contains("Success"))
+    }) {
         println!("  {l}");
     }
     Ok(())

@@ -57,6 +57,11 @@ pub const ACTION_BY: &str = "canary-gate.io/action-by";
 // On objects the analyzer creates or adopts.
 /// Label on every object canary-gate created (twin, canary Service, created routes).
 pub const MANAGED_LABEL: &str = "canary-gate.io/managed";
+/// Label on every Deployment the analyzer works on: stable Deployments with a rollout (added by
+/// the mutating webhook, re-added on any update that drops it, and by the analyzer's sweep for
+/// Deployments that got their rollout state before this label existed) and their twins. The
+/// analyzer's watch selects on it, so its memory follows the managed Deployments, not all.
+pub const ROLLOUT_LABEL: &str = "canary-gate.io/rollout";
 /// Annotation naming the stable Deployment an object belongs to.
 pub const OWNER: &str = "canary-gate.io/owner";
 /// On a user's VirtualService adopted for a rollout: its original `spec.http`, restored at the end.

@@ -261,9 +261,19 @@ pub struct AnalyzerArgs {
     /// scrape interval; 0s turns it off.
     #[arg(long, env = "CANARY_GATE_PEEK_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
     pub peek_interval: Duration,
-    /// Timeout of one Kubernetes API call.
+    /// Timeout of one Kubernetes API call (from when it is sent, not while it waits for the
+    /// limits below).
     #[arg(long, env = "CANARY_GATE_KUBE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub kube_timeout: Duration,
+    /// Average Kubernetes API calls per second, at most (the watch is one call).
+    #[arg(long, env = "CANARY_GATE_KUBE_QPS", default_value_t = 200.0, value_parser = positive_rate)]
+    pub kube_qps: f64,
+    /// Kubernetes API calls that may go at once after a quiet spell.
+    #[arg(long, env = "CANARY_GATE_KUBE_BURST", default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
+    pub kube_burst: u32,
+    /// Kubernetes API calls in flight at once, at most.
+    #[arg(long, env = "CANARY_GATE_KUBE_MAX_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub kube_max_in_flight: u64,
     /// Namespace of the leader-election Lease (the pod's own namespace in the chart).
     #[arg(
         long,
@@ -284,6 +294,26 @@ pub struct AnalyzerArgs {
         default_value = "canary-gate-local"
     )]
     pub pod_name: String,
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a positive number of calls per second"
+        )),
+    }
+}
+
+impl AnalyzerArgs {
+    pub fn kube_limits(&self) -> crate::cluster::limit::KubeLimits {
+        crate::cluster::limit::KubeLimits {
+            timeout: self.kube_timeout,
+            qps: self.kube_qps,
+            burst: self.kube_burst,
+            max_in_flight: usize::try_from(self.kube_max_in_flight).unwrap_or(1024),
+        }
+    }
 }
 
 impl ServeArgs {

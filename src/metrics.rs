@@ -99,6 +99,10 @@ pub struct Metrics {
     pub decisions: Family<NameLabels, Counter>,
     pub tick_lateness: Histogram,
     pub tick_duration: Histogram,
+    /// Scheduled ticks not started because earlier ones were still writing.
+    pub ticks_skipped: Counter,
+    pub prometheus_query_duration: Histogram,
+    pub prometheus_response_bytes: Histogram,
     pub leader: Gauge,
     pub outbound_calls: Family<OutboundLabels, Counter>,
     pub notifications: Family<NotificationLabels, Counter>,
@@ -189,6 +193,24 @@ impl Metrics {
             "Time one analyzer tick took",
             tick_duration.clone(),
         );
+        let ticks_skipped = Counter::default();
+        registry.register(
+            "ticks_skipped",
+            "Scheduled analyzer ticks not started because earlier ticks were still writing",
+            ticks_skipped.clone(),
+        );
+        let prometheus_query_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "prometheus_query_duration_seconds",
+            "Time from sending a Prometheus query to its parsed answer",
+            prometheus_query_duration.clone(),
+        );
+        let prometheus_response_bytes = Histogram::new(exponential_buckets(1024.0, 4.0, 10));
+        registry.register(
+            "prometheus_response_bytes",
+            "Size of a Prometheus query's answer",
+            prometheus_response_bytes.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -228,6 +250,9 @@ impl Metrics {
             decisions,
             tick_lateness,
             tick_duration,
+            ticks_skipped,
+            prometheus_query_duration,
+            prometheus_response_bytes,
             leader,
             outbound_calls,
             notifications,

@@ -104,6 +104,9 @@ impl PromClient {
             .await
             .map_err(|_| PromError::Timeout(self.timeout))?
             .map_err(|e| PromError::Http(e.to_string()))?;
+        self.metrics
+            .prometheus_response_bytes
+            .observe(body.len() as f64);
         let parsed: ApiResponse = serde_json::from_slice(&body)
             .map_err(|e| PromError::Decode(format!("HTTP {status}: {e}")))?;
         if parsed.status != "success" {
@@ -144,7 +147,11 @@ impl PromClient {
 
 impl QueryApi for PromClient {
     async fn query(&self, promql: &str, at: Timestamp) -> Result<Vec<Sample>, PromError> {
+        let started = std::time::Instant::now();
         let result = self.query_inner(promql, at).await;
+        self.metrics
+            .prometheus_query_duration
+            .observe(started.elapsed().as_secs_f64());
         let outcome = match &result {
             Ok(_) => CallOutcome::Success,
             Err(PromError::Timeout(_)) => CallOutcome::Timeout,

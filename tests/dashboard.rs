@@ -627,7 +627,10 @@ async fn grafana_panels_return_data_during_a_rollout() {
     let client = kube::Client::try_from(config).expect("kube client");
     let (kube, _watch) = canary_gate::cluster::kube::KubeCluster::start(
         client,
-        Duration::from_secs(5),
+        canary_gate::cluster::limit::KubeLimits {
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
         metrics.clone(),
         "test".into(),
         |_| false,

@@ -203,8 +203,10 @@ fn check_body(body: &[u8], stats: &Stats) -> Result<(), TestCaseError> {
                 prop_assert!(
                     path == "/spec/paused"
                         || path == "/metadata/annotations"
-                        || path.starts_with("/metadata/annotations/canary-gate.io~1"),
-                    "patch touches {} (only spec.paused and canary-gate.io/ annotations may change)",
+                        || path.starts_with("/metadata/annotations/canary-gate.io~1")
+                        || path == "/metadata/labels"
+                        || path == "/metadata/labels/canary-gate.io~1rollout",
+                    "patch touches {} (only spec.paused, canary-gate.io/ annotations and the rollout label may change)",
                     path
                 );
             }

@@ -1316,6 +1316,13 @@ impl Cluster for Replica {
     async fn deployments(&self) -> Result<Vec<Arc<Deployment>>, KubeError> {
         self.inner.deployments().await
     }
+    async fn unlabeled_rollouts(&self) -> Result<Vec<(String, String)>, KubeError> {
+        self.inner.unlabeled_rollouts().await
+    }
+    async fn label_rollout(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+        self.wrote();
+        self.inner.label_rollout(ns, name).await
+    }
     async fn get_deployment(&self, ns: &str, name: &str) -> Result<Deployment, KubeError> {
         self.inner.get_deployment(ns, name).await
     }
@@ -1622,4 +1629,91 @@ async fn a_deployment_recreated_under_the_same_name_does_not_keep_split_routes()
         assert!(report.errors.is_empty(), "{ctx}: {report:?}");
         assert_no_orphans(&h, true, &ctx);
     }
+}
+
+/// A write that takes long (a slow API server, thousands of rollouts stepping at once) holds
+/// up only its own rollout: later ticks start on schedule and move the others on, and never
+/// touch the rollout still being written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_write_holds_up_only_its_own_rollout() {
+    let cluster = Arc::new(MemoryCluster::new());
+    let (d, _) = admitted_deployment(&[("canary-gate.io/interval", "1s")]).expect("deployment");
+    let mut other = d.clone();
+    other.metadata.namespace = Some("other".into());
+    cluster.put_deployment(d);
+    cluster.put_deployment(other);
+    let mut svc = podinfo_service();
+    cluster.put_service(svc.clone());
+    svc.metadata.namespace = Some("other".into());
+    cluster.put_service(svc);
+    // Every state write of shop/podinfo waits until the test lets it through.
+    let gate = cluster.hold_patches(NS, NAME);
+    let prom = ScriptedProm::new(Prom::Healthy);
+    let metrics = Metrics::new();
+    let analyzer = Arc::new(Analyzer::new(
+        cluster.clone(),
+        prom.clone(),
+        Defaults::default(),
+        metrics.clone(),
+    ));
+    let (_tx, rx) = tokio::sync::watch::channel(true);
+    let task = tokio::spawn(analyzer.run(Duration::from_millis(100), rx, None));
+    let state = |ns: &str| state_of(&cluster.deployment(ns, NAME).expect("stable"));
+
+    // other/podinfo runs to the end while shop/podinfo's first write is still held.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while state("other").phase != Phase::Succeeded {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other rollout was held up: {:?}",
+            state("other")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        state(NS).phase,
+        Phase::Pending,
+        "the held write went through"
+    );
+
+    // Let shop/podinfo's writes through: it finishes too, every step once.
+    gate.add_permits(1_000);
+    while state(NS).phase != Phase::Succeeded {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shop/podinfo did not finish: {:?}",
+            state(NS)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    for ns in [NS, "other"] {
+        let steps: Vec<String> = cluster
+            .events()
+            .into_iter()
+            .filter(|e| e.namespace == ns && e.reason == "WeightIncreased")
+            .map(|e| {
+                e.message
+                    .rsplit("; ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [20, 30, 40, 50].map(|w| format!("{w} % to the canary")),
+            "{ns}: no step repeated or skipped"
+        );
+    }
+    let encoded = metrics.encode();
+    assert!(
+        encoded.contains("canary_gate_ticks_skipped_total 0"),
+        "{}",
+        encoded
+            .lines()
+            .filter(|l| l.contains("ticks_skipped"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

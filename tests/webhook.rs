@@ -419,7 +419,8 @@ fn check_rollout_patch(request: &Value, answer: &Value) -> Result<Value, String>
     if patched["spec"]["template"] != original["spec"]["template"] {
         return Err("the patch changed spec.template: drift for kubectl / GitOps".into());
     }
-    // Nothing but spec.paused and canary-gate's own state annotations may change.
+    // Nothing but spec.paused, canary-gate's own state annotations and its rollout label may
+    // change.
     let strip = |obj: &Value| {
         let mut obj = obj.clone();
         if let Some(spec) = obj["spec"].as_object_mut() {
@@ -435,11 +436,18 @@ fn check_rollout_patch(request: &Value, answer: &Value) -> Result<Value, String>
                     .map(|m| m.remove("annotations"));
             }
         }
+        // The label the analyzer's watch selects on.
+        if let Some(labels) = obj["metadata"]["labels"].as_object_mut() {
+            labels.remove(ann::ROLLOUT_LABEL);
+            if labels.is_empty() {
+                obj["metadata"].as_object_mut().map(|m| m.remove("labels"));
+            }
+        }
         obj
     };
     if strip(&patched) != strip(&original) {
         return Err(
-            "the patch changed more than spec.paused and canary-gate state annotations".into(),
+            "the patch changed more than spec.paused, canary-gate state annotations and the rollout label".into(),
         );
     }
     Ok(patched)

@@ -1,6 +1,7 @@
 //! `/mutate`: hold the stable version and record the rollout when a managed Deployment's pod
 //! template changes. The user's spec keeps the new template (no drift for kubectl, SSA or
-//! GitOps); only `spec.paused` and `canary-gate.io/` state annotations are patched.
+//! GitOps); only `spec.paused`, `canary-gate.io/` state annotations and the
+//! `canary-gate.io/rollout` label (what the analyzer's watch selects on) are patched.
 
 use jiff::Timestamp;
 use json_patch::jsonptr::PointerBuf;
@@ -11,7 +12,7 @@ use serde_json::Value;
 use super::pod::PodTemplate;
 use super::review::{Object, Request};
 use super::revision::{describe_change, template_revision};
-use super::{annotations, group_kind, is_paused, template, WebhookConfig};
+use super::{annotations, group_kind, is_paused, labels, template, WebhookConfig};
 use crate::annotations as ann;
 use crate::rollout::state::{Phase, RolloutState};
 use crate::settings::{is_managed, Settings};
@@ -129,6 +130,10 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
             Value::String(approver.clone()),
         );
     };
+    // A Deployment with a rollout carries the label the analyzer's watch selects on: an
+    // update that dropped it (a `kubectl replace`, a GitOps tool replacing metadata) gets it
+    // back here, so the rollout never falls out of the analyzer's sight.
+    let relabel = state.is_some() && !labels(new).contains_key(ann::ROLLOUT_LABEL);
     let Some((old_rev, new_rev)) = revisions else {
         // No new version. But a server-side apply that does not mention `spec.paused` resets
         // it (the webhook's write is owned by the applier's field manager), which would ship
@@ -145,6 +150,7 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
                 if approving {
                     record_approval(&mut patch);
                 }
+                label_patch(new, &mut patch);
                 let why = if s.phase == Phase::Failed {
                     format!(
                         "revision {} failed its canary; apply a fixed version or the stable template",
@@ -165,11 +171,23 @@ pub fn decide(req: &Request, cfg: &WebhookConfig, now: Timestamp) -> Mutation {
             _ if approving => {
                 let mut patch = Patch(Vec::new());
                 record_approval(&mut patch);
+                if relabel {
+                    label_patch(new, &mut patch);
+                }
                 let action = new_action.map(String::as_str).unwrap_or_default();
                 Mutation::Patch {
                     reason: "action",
                     patch,
                     warnings: vec![format!("{name}: action {action} by {approver} recorded")],
+                }
+            }
+            _ if relabel => {
+                let mut patch = Patch(Vec::new());
+                label_patch(new, &mut patch);
+                Mutation::Patch {
+                    reason: "label",
+                    patch,
+                    warnings: Vec::new(),
                 }
             }
             _ => Mutation::Pass {
@@ -308,6 +326,7 @@ fn state_patch(obj: &Object, state: &RolloutState) -> Patch {
             None => {}
         }
     }
+    label_patch(obj, &mut patch);
     if existing.contains_key(ann::ACTION) {
         // An action meant for the previous rollout must not hit the new one.
         patch.0.push(PatchOperation::Remove(RemoveOperation {
@@ -315,6 +334,26 @@ fn state_patch(obj: &Object, state: &RolloutState) -> Patch {
         }));
     }
     patch
+}
+
+/// Adds `canary-gate.io/rollout: "true"` when the object as sent lacks it (the analyzer's
+/// watch selects on it).
+fn label_patch(obj: &Object, patch: &mut Patch) {
+    if labels(obj).contains_key(ann::ROLLOUT_LABEL) {
+        return;
+    }
+    if obj.metadata.labels.is_none() {
+        add(
+            patch,
+            &["metadata", "labels"],
+            Value::Object(Default::default()),
+        );
+    }
+    add(
+        patch,
+        &["metadata", "labels", ann::ROLLOUT_LABEL],
+        Value::String("true".into()),
+    );
 }
 
 fn add(patch: &mut Patch, tokens: &[&str], value: Value) {
@@ -393,6 +432,7 @@ mod tests {
         };
         let obj = patched(&req, &m);
         assert_eq!(obj["spec"]["paused"], true);
+        assert_eq!(obj["metadata"]["labels"][ann::ROLLOUT_LABEL], "true");
         assert_eq!(ann_of(&obj, ann::PHASE).as_deref(), Some("Pending"));
         assert_eq!(ann_of(&obj, ann::WEIGHT).as_deref(), Some("0"));
         assert_eq!(
@@ -509,6 +549,11 @@ mod tests {
                     a.insert(k.to_string(), v);
                 }
             }
+            // As the webhook left it when the rollout started.
+            obj.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(ann::ROLLOUT_LABEL.into(), "true".into());
             obj.spec.get_or_insert_with(Default::default).paused = Some(paused);
         }
         req
@@ -554,6 +599,39 @@ mod tests {
             panic!("{m:?}")
         };
         assert!(warnings[0].contains("failed its canary"), "{warnings:?}");
+    }
+
+    #[test]
+    fn a_rollout_label_dropped_by_an_update_is_put_back_and_nothing_else() {
+        let (_, rev) = revs(&fixture(
+            "23-managed-update-image-server-side-apply.mutate.7",
+        ));
+        let state = RolloutState {
+            phase: Phase::Succeeded,
+            ..RolloutState::pending(rev, "stable0001".into(), now())
+        };
+        let mut req = with_state(
+            "23-managed-update-image-server-side-apply.mutate.7",
+            &state,
+            false,
+        );
+        // A `kubectl replace` of metadata without the label (labels map gone entirely).
+        req.object.as_mut().expect("o").metadata.labels = None;
+        let m = decide(&req, &WebhookConfig::default(), now());
+        let Mutation::Patch { reason, patch, .. } = &m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(*reason, "label");
+        assert_eq!(patch.0.len(), 2, "labels map + the label: {patch:?}");
+        let obj = patched(&req, &m);
+        assert_eq!(obj["metadata"]["labels"][ann::ROLLOUT_LABEL], "true");
+        // Without rollout state there is nothing for the analyzer to watch: no label.
+        let mut fresh = fixture("21-managed-update-image-kubectl-apply.mutate");
+        fresh.object = fresh.old_object.clone();
+        assert_eq!(
+            decide(&fresh, &WebhookConfig::default(), now()).reason(),
+            "template_unchanged"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! repaired by the next run, which reconciles the world to whatever state was persisted.
 
 pub mod hooks;
+mod lists;
 pub mod run;
 mod world;
 
@@ -61,6 +62,42 @@ pub struct Analyzer<C, Q> {
     notifier: crate::outbound::notify::Notifier,
     /// When the last look between checks was taken (all rollouts are looked at together).
     last_peek: Mutex<Option<Timestamp>>,
+    /// Rollouts a running tick is working on: a later tick, started while that one still
+    /// waits for its writes, leaves them alone.
+    busy: Mutex<HashMap<RolloutKey, u64>>,
+    /// Numbers the ticks, so that a tick only ever releases its own claims.
+    tick_ids: std::sync::atomic::AtomicU64,
+}
+
+/// Ticks that may run at once (`run`). A tick waits for its rollouts' writes; when the API
+/// server is slow (or thousands of rollouts step in the same second) the next tick starts on
+/// schedule anyway and works on the other rollouts. Beyond this many the scheduled tick is
+/// skipped and counted.
+pub const MAX_TICKS_IN_FLIGHT: usize = 4;
+
+/// The rollouts one tick claimed: each is released when its work is done, the rest when the
+/// tick ends, however it ends.
+struct Claim<'a> {
+    busy: &'a Mutex<HashMap<RolloutKey, u64>>,
+    id: u64,
+    keys: Vec<RolloutKey>,
+}
+
+impl Claim<'_> {
+    fn release(&self, key: &RolloutKey) {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if busy.get(key) == Some(&self.id) {
+            busy.remove(key);
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        for k in &self.keys {
+            self.release(k);
+        }
+    }
 }
 
 /// How long a wake-up from the watch waits for further events before its tick.
@@ -100,6 +137,10 @@ pub fn retry_delay(failures: u32) -> Duration {
 
 /// Ticks between two cluster-wide looks for routes of deleted Deployments.
 const SWEEP_EVERY: u64 = 60;
+/// Ticks between two looks (metadata only, paged) for rollouts missing the watch label. The
+/// webhook re-labels on every update, so this only catches state from older versions and
+/// writes made while the webhook was down: the first tick of a leader, then every 5 minutes.
+const LABEL_SWEEP_EVERY: u64 = 300;
 
 /// (namespace, name) of a stable Deployment.
 type RolloutKey = (String, String);
@@ -132,6 +173,8 @@ impl Item {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct TickReport {
     pub rollouts: usize,
+    /// Rollouts left to the earlier tick still working on them.
+    pub busy: usize,
     pub checks: usize,
     /// Rollouts looked at between checks.
     pub peeks: usize,
@@ -162,6 +205,8 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             outbound: outbound.clone(),
             hook_calls: outbound.map(|o| hooks::HookCalls::new(o, metrics.clone())),
             notifier: crate::outbound::notify::Notifier::disabled(),
+            busy: Mutex::default(),
+            tick_ids: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -236,6 +281,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut was_leader = false;
+        let mut running = tokio::task::JoinSet::new();
         let woken = || async {
             match &changed {
                 Some(n) => n.notified().await,
@@ -254,31 +300,50 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                     tokio::time::sleep(WAKE_SETTLE).await;
                 }
             }
+            while running.try_join_next().is_some() {}
             let is_leader = *leader.borrow();
             if is_leader != was_leader {
                 tracing::info!(leader = is_leader, "analyzer leadership changed");
+                // A former leader's ticks must not write on: the new leader owns the rollouts.
+                running.abort_all();
+                while running.join_next().await.is_some() {}
                 self.reset();
                 was_leader = is_leader;
             }
             if !is_leader {
                 continue;
             }
-            let started = std::time::Instant::now();
-            let report = self
-                .tick(Timestamp::now())
-                .instrument(tracing::info_span!("tick"))
-                .await;
-            self.metrics
-                .tick_duration
-                .observe(started.elapsed().as_secs_f64());
-            if !report.transitions.is_empty() || !report.errors.is_empty() {
-                tracing::info!(rollouts = report.rollouts, checks = report.checks, peeks = report.peeks, queries = report.queries, transitions = ?report.transitions, errors = ?report.errors, "tick");
+            if running.len() >= MAX_TICKS_IN_FLIGHT {
+                self.metrics.ticks_skipped.inc();
+                tracing::warn!(
+                    running = running.len(),
+                    "analyzer tick skipped: earlier ticks are still writing"
+                );
+                continue;
             }
+            let analyzer = self.clone();
+            running.spawn(
+                async move {
+                    let started = std::time::Instant::now();
+                    let report = analyzer.tick(Timestamp::now()).await;
+                    analyzer
+                        .metrics
+                        .tick_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    if !report.transitions.is_empty() || !report.errors.is_empty() {
+                        tracing::info!(rollouts = report.rollouts, busy = report.busy, checks = report.checks, peeks = report.peeks, queries = report.queries, transitions = ?report.transitions, errors = ?report.errors, "tick");
+                    }
+                }
+                .instrument(tracing::info_span!("tick")),
+            );
         }
     }
 
     pub async fn tick(&self, now: Timestamp) -> TickReport {
         let mut report = TickReport::default();
+        if self.ticks.load(std::sync::atomic::Ordering::Relaxed) % LABEL_SWEEP_EVERY == 0 {
+            self.label_unlabeled(&mut report).await;
+        }
         let deployments = match self.cluster.deployments().await {
             Ok(d) => d,
             Err(e) => {
@@ -305,8 +370,28 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             }
         }
         report.rollouts = items.len();
-        self.clean_orphans(&deployments, &index, &mut report).await;
         self.export_phases(&items);
+        // Rollouts an earlier tick is still writing are its own; claim the rest.
+        let claim = {
+            let id = self
+                .tick_ids
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            let before = items.len();
+            items.retain(|it| !busy.contains_key(&it.key()));
+            report.busy = before - items.len();
+            let keys: Vec<RolloutKey> = items.iter().map(Item::key).collect();
+            busy.extend(keys.iter().map(|k| (k.clone(), id)));
+            Claim {
+                busy: &self.busy,
+                id,
+                keys,
+            }
+        };
+        // One list per namespace and kind for the whole tick (see `lists`).
+        let lists = lists::Lists::default();
+        self.clean_orphans(&deployments, &index, &lists, &mut report)
+            .await;
 
         // Analyses of every due rollout, queries batched by window length.
         // Bring the cluster in line with each recorded state it is not known to match (after
@@ -322,8 +407,10 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         };
         for (i, it) in items.iter().enumerate() {
             if !self.in_sync(it) && !waiting(it) {
-                let cluster = &*self.cluster;
-                pending.push(async move { (i, world::reconcile(cluster, it, &it.state).await) });
+                let (cluster, lists) = (&*self.cluster, &lists);
+                pending.push(
+                    async move { (i, world::reconcile(cluster, lists, it, &it.state).await) },
+                );
             }
         }
         let repairs: Vec<(usize, Result<bool, KubeError>)> = futures::stream::iter(pending)
@@ -475,7 +562,14 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 let peek = peeked.remove(&i);
                 let fresh_window = fresh.contains(&i);
                 let span = tracing::info_span!("rollout", namespace = %item.namespace, deployment = %item.name);
-                async move { self.advance(item, analysis, peek, fresh_window, now).await }.instrument(span)
+                let (lists, claim) = (&lists, &claim);
+                async move {
+                    let key = item.key();
+                    let done = self.advance(item, lists, analysis, peek, fresh_window, now).await;
+                    claim.release(&key);
+                    done
+                }
+                .instrument(span)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -484,7 +578,44 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             report.transitions.extend(t);
             report.errors.extend(e);
         }
+        drop(claim);
         report
+    }
+
+    /// Deployments with rollout state but without the label the watch selects on (state
+    /// from before the label existed, or a label dropped while the webhook was down) get
+    /// it, so that they are seen from the next tick on.
+    async fn label_unlabeled(&self, report: &mut TickReport) {
+        let found = match self.cluster.unlabeled_rollouts().await {
+            Ok(found) => found,
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("list deployments without the rollout label: {e}"));
+                return;
+            }
+        };
+        let results: Vec<_> = futures::stream::iter(found)
+            .map(|(ns, name)| async move {
+                let result = self.cluster.label_rollout(&ns, &name).await;
+                (ns, name, result)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for (ns, name, result) in results {
+            match result {
+                Ok(()) => {
+                    tracing::info!(namespace = %ns, deployment = %name, label = ann::ROLLOUT_LABEL, "rollout without the watch label; labelled");
+                    report
+                        .transitions
+                        .push(format!("{ns}/{name}: labelled {}", ann::ROLLOUT_LABEL));
+                }
+                Err(e) => report
+                    .errors
+                    .push(format!("{ns}/{name}: label {}: {e}", ann::ROLLOUT_LABEL)),
+            }
+        }
     }
 
     /// A stable Deployment deleted mid-rollout leaves routes, a twin and a canary Service
@@ -495,6 +626,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         &self,
         deployments: &[Arc<Deployment>],
         index: &HashMap<(String, String), &Deployment>,
+        lists: &lists::Lists,
         report: &mut TickReport,
     ) {
         // Gone: deleted, or deleted and re-created under the same name (no rollout state).
@@ -576,7 +708,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             }
         }
         for (ns, owner) in orphans {
-            match world::cleanup(&*self.cluster, &ns, &owner).await {
+            match world::cleanup(&*self.cluster, lists, &ns, &owner).await {
                 Ok(()) => {
                     self.reconciled
                         .lock()
@@ -691,6 +823,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
     async fn advance(
         &self,
         item: Item,
+        lists: &lists::Lists,
         analysis: Option<Analysis>,
         peek: Option<Analysis>,
         fresh_window: bool,
@@ -712,7 +845,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         let setting_up = item.state.phase == Phase::Pending
             || (item.state.phase == Phase::Progressing && item.state.weight == 0);
         let setup_error = if setting_up {
-            world::setup_error(&*self.cluster, &item).await
+            world::setup_error(&*self.cluster, lists, &item).await
         } else {
             None
         };
@@ -890,7 +1023,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             .get(&key)
             .cloned();
         if known.as_ref() != Some(&memo) {
-            match world::reconcile(&*self.cluster, &item, &next).await {
+            match world::reconcile(&*self.cluster, lists, &item, &next).await {
                 Ok(_) => {
                     self.reconciled
                         .lock()

@@ -54,7 +54,7 @@ pub async fn start_in_cluster(
     health.set_prometheus(format!("configured: {}", args.analyzer.prometheus_url));
     let (cluster, watch) = KubeCluster::start(
         client.clone(),
-        args.analyzer.kube_timeout,
+        args.analyzer.kube_limits(),
         metrics.clone(),
         args.analyzer.pod_name.clone(),
         super::wakes_analyzer,

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::lists::{annotate, put, remove, Lists, Memo};
 use super::Item;
 use crate::annotations as ann;
 use crate::cluster::{ignore_not_found, Cluster, KubeError};
@@ -21,8 +23,12 @@ use crate::rollout::twin::{build_canary_service, build_twin, find_service, twin_
 /// Why this rollout cannot run (reported by the machine as a rollback reason): no Service,
 /// or a route implementation that reports the canary backend unresolvable
 /// (`ResolvedRefs=False` on an HTTPRoute split for this rollout).
-pub(super) async fn setup_error<C: Cluster>(cluster: &C, item: &Item) -> Option<String> {
-    let service = match cluster.services(&item.namespace).await {
+pub(super) async fn setup_error<C: Cluster>(
+    cluster: &C,
+    lists: &Lists,
+    item: &Item,
+) -> Option<String> {
+    let service = match lists.services(cluster, &item.namespace).await {
         Ok(services) => match find_service(
             &item.deployment,
             &services,
@@ -36,9 +42,12 @@ pub(super) async fn setup_error<C: Cluster>(cluster: &C, item: &Item) -> Option<
     if item.settings.router == Router::Istio {
         return None;
     }
-    let routes = Gateway::list(cluster, &item.namespace).await.ok()?;
+    let routes = routes::<Gateway, C>(cluster, lists, &item.namespace)
+        .await
+        .ok()?;
     routes
         .iter()
+        .map(|r| &**r)
         .filter(|r| Gateway::owner(r) == Some(item.name.as_str()))
         .find_map(|r| Gateway::unresolved(r, &service))
 }
@@ -46,11 +55,12 @@ pub(super) async fn setup_error<C: Cluster>(cluster: &C, item: &Item) -> Option<
 /// Returns whether anything had to be written: if not, the cluster already ran the state.
 pub(super) async fn reconcile<C: Cluster>(
     cluster: &C,
+    lists: &Lists,
     item: &Item,
     state: &RolloutState,
 ) -> Result<bool, KubeError> {
     let ns = &item.namespace;
-    let services = cluster.services(ns).await?;
+    let services = lists.services(cluster, ns).await?;
     let service = find_service(
         &item.deployment,
         &services,
@@ -89,21 +99,49 @@ pub(super) async fn reconcile<C: Cluster>(
             if !canary_svc_present {
                 if let Some(canary_svc) = build_canary_service(&item.deployment, &service) {
                     cluster.apply_service(&canary_svc).await?;
+                    let name = twin_name(&svc);
+                    lists
+                        .services
+                        .update(ns, |items| put(items, &name, canary_svc, service_name))
+                        .await;
                     wrote = true;
                 }
             }
             let router = item.settings.router;
-            Ok(set_routes(cluster, ns, &service, &item.name, router, state.weight).await? || wrote)
+            Ok(set_routes(
+                cluster,
+                lists,
+                ns,
+                &service,
+                &item.name,
+                router,
+                state.weight,
+            )
+            .await?
+                || wrote)
         }
         Phase::Succeeded | Phase::Failed | Phase::Cancelled => {
-            cleanup(cluster, ns, &item.name).await.map(|()| true)
+            cleanup(cluster, lists, ns, &item.name).await.map(|()| true)
         }
     }
 }
 
-/// Route I/O per kind: the [`RouteKind`] (pure) plus the four cluster calls it needs, so
-/// adoption, creation and restoration below are written once for every router kind.
+fn service_name(s: &Service) -> Option<&str> {
+    s.metadata.name.as_deref()
+}
+
+/// Route I/O per kind: the [`RouteKind`] (pure) plus the four cluster calls it needs and the
+/// tick's list of the kind, so adoption, creation and restoration below are written once for
+/// every router kind.
 trait RouteStore: RouteKind {
+    /// This tick's lists of the kind.
+    fn memo(lists: &Lists) -> &Memo<Self::Route>;
+    /// What a merge patch of `rules` and `annotations` makes of a route (for the tick's list).
+    fn edited(
+        route: &Self::Route,
+        rules: &[Self::Rule],
+        annotations: &BTreeMap<String, Option<String>>,
+    ) -> Self::Route;
     fn list<'a, C: Cluster>(
         c: &'a C,
         ns: &'a str,
@@ -127,6 +165,19 @@ trait RouteStore: RouteKind {
 }
 
 impl RouteStore for Istio {
+    fn memo(lists: &Lists) -> &Memo<VirtualService> {
+        &lists.istio
+    }
+    fn edited(
+        route: &VirtualService,
+        rules: &[HttpRoute],
+        annotations: &BTreeMap<String, Option<String>>,
+    ) -> VirtualService {
+        let mut route = route.clone();
+        route.spec.http = rules.to_vec();
+        annotate(&mut route.metadata, annotations);
+        route
+    }
     fn list<'a, C: Cluster>(
         c: &'a C,
         ns: &'a str,
@@ -158,6 +209,19 @@ impl RouteStore for Istio {
 }
 
 impl RouteStore for Gateway {
+    fn memo(lists: &Lists) -> &Memo<HTTPRoute> {
+        &lists.gateway
+    }
+    fn edited(
+        route: &HTTPRoute,
+        rules: &[HTTPRouteRule],
+        annotations: &BTreeMap<String, Option<String>>,
+    ) -> HTTPRoute {
+        let mut route = route.clone();
+        route.spec.rules = rules.to_vec();
+        annotate(&mut route.metadata, annotations);
+        route
+    }
     fn list<'a, C: Cluster>(
         c: &'a C,
         ns: &'a str,
@@ -188,11 +252,41 @@ impl RouteStore for Gateway {
     }
 }
 
+/// The namespace's routes of kind `K`, from the tick's list.
+async fn routes<K: RouteStore, C: Cluster>(
+    cluster: &C,
+    lists: &Lists,
+    ns: &str,
+) -> Result<Vec<Arc<K::Route>>, KubeError> {
+    K::memo(lists).get(ns, || K::list(cluster, ns)).await
+}
+
+/// Writes a merge patch of a route and keeps the tick's list in line with it.
+async fn patch_route<K: RouteStore, C: Cluster>(
+    cluster: &C,
+    lists: &Lists,
+    ns: &str,
+    route: &K::Route,
+    rules: &[K::Rule],
+    annotations: BTreeMap<String, Option<String>>,
+) -> Result<(), KubeError> {
+    let name = K::name(route);
+    let edited = K::edited(route, rules, &annotations);
+    K::patch(cluster, ns, &name, rules, annotations).await?;
+    K::memo(lists)
+        .update(ns, |items| {
+            put(items, &name, edited, |r| K::meta(r).name.as_deref())
+        })
+        .await;
+    Ok(())
+}
+
 /// Routes the Service's traffic at `weight` through the router kinds the settings and the
 /// cluster call for ([`plan`]). A canary backend the route's implementation cannot resolve
 /// gets no traffic and is reported as an error (retried next tick).
 async fn set_routes<C: Cluster>(
     cluster: &C,
+    lists: &Lists,
     ns: &str,
     service: &Service,
     owner: &str,
@@ -208,7 +302,7 @@ async fn set_routes<C: Cluster>(
         .map(|p| p.port);
     let http_routes = match router {
         Router::Istio => Vec::new(),
-        Router::Auto | Router::GatewayApi => Gateway::list(cluster, ns).await?,
+        Router::Auto | Router::GatewayApi => routes::<Gateway, C>(cluster, lists, ns).await?,
     };
     let gateway_routed = http_routes
         .iter()
@@ -225,11 +319,12 @@ async fn set_routes<C: Cluster>(
     };
     if let Some(create) = plan.gateway {
         wrote |=
-            set_kind::<Gateway, C>(cluster, &http_routes, &target, create, &mut blocked).await?;
+            set_kind::<Gateway, C>(cluster, lists, &http_routes, &target, create, &mut blocked)
+                .await?;
     }
     if let Some(create) = plan.istio {
-        let all = Istio::list(cluster, ns).await?;
-        wrote |= set_kind::<Istio, C>(cluster, &all, &target, create, &mut blocked).await?;
+        let all = routes::<Istio, C>(cluster, lists, ns).await?;
+        wrote |= set_kind::<Istio, C>(cluster, lists, &all, &target, create, &mut blocked).await?;
     }
     if !blocked.is_empty() {
         return Err(KubeError::Api(blocked.join("; ")));
@@ -249,7 +344,8 @@ struct Target<'a> {
 /// covers the Service itself (if `create`).
 async fn set_kind<K: RouteStore, C: Cluster>(
     cluster: &C,
-    all: &[K::Route],
+    lists: &Lists,
+    all: &[Arc<K::Route>],
     t: &Target<'_>,
     create: bool,
     blocked: &mut Vec<String>,
@@ -265,7 +361,7 @@ async fn set_kind<K: RouteStore, C: Cluster>(
         }
         None => t.weight,
     };
-    for route in all.iter().filter(|r| {
+    for route in all.iter().map(|r| &**r).filter(|r| {
         !K::is_created_by_us(r) && (K::routes_to(r, svc, ns) || K::original(r).is_some())
     }) {
         covered |= K::covers(route, svc, ns);
@@ -284,18 +380,25 @@ async fn set_kind<K: RouteStore, C: Cluster>(
                 (K::ORIGINAL.to_string(), Some(raw)),
                 (ann::OWNER.to_string(), Some(owner.to_string())),
             ]);
-            K::patch(cluster, ns, &K::name(route), &desired, annotations).await?;
+            patch_route::<K, C>(cluster, lists, ns, route, &desired, annotations).await?;
             wrote = true;
         }
     }
     if create && !covered {
         let current = all
             .iter()
+            .map(|r| &**r)
             .find(|r| K::meta(r).name.as_deref() == Some(K::created_name(svc).as_str()));
         let weight = current.map_or(t.weight, &mut weight_for);
         let desired = K::created(ns, svc, t.port, owner, weight);
         if current.map(K::rules) != Some(K::rules(&desired)) {
             K::apply(cluster, &desired).await?;
+            let name = K::name(&desired);
+            K::memo(lists)
+                .update(ns, |items| {
+                    put(items, &name, desired, |r| K::meta(r).name.as_deref())
+                })
+                .await;
             wrote = true;
         }
     }
@@ -307,13 +410,14 @@ async fn set_kind<K: RouteStore, C: Cluster>(
 /// canary Service. Idempotent; also used when the stable Deployment itself was deleted.
 pub(super) async fn cleanup<C: Cluster>(
     cluster: &C,
+    lists: &Lists,
     ns: &str,
     owner: &str,
 ) -> Result<(), KubeError> {
-    restore::<Gateway, C>(cluster, ns, owner).await?;
-    restore::<Istio, C>(cluster, ns, owner).await?;
+    restore::<Gateway, C>(cluster, lists, ns, owner).await?;
+    restore::<Istio, C>(cluster, lists, ns, owner).await?;
     ignore_not_found(cluster.delete_deployment(ns, &twin_name(owner)).await)?;
-    for svc in cluster.services(ns).await? {
+    for svc in lists.services(cluster, ns).await? {
         let managed = svc
             .metadata
             .labels
@@ -322,6 +426,10 @@ pub(super) async fn cleanup<C: Cluster>(
         if managed && owner_of(svc.metadata.annotations.as_ref()) == Some(owner) {
             let name = svc.metadata.name.clone().unwrap_or_default();
             ignore_not_found(cluster.delete_service(ns, &name).await)?;
+            lists
+                .services
+                .update(ns, |items| remove(items, &name, service_name))
+                .await;
         }
     }
     Ok(())
@@ -330,16 +438,22 @@ pub(super) async fn cleanup<C: Cluster>(
 /// The routes of one kind given back: created ones deleted, adopted ones restored.
 async fn restore<K: RouteStore, C: Cluster>(
     cluster: &C,
+    lists: &Lists,
     ns: &str,
     owner: &str,
 ) -> Result<(), KubeError> {
-    for route in K::list(cluster, ns).await? {
+    for route in routes::<K, C>(cluster, lists, ns).await? {
         if K::owner(&route) != Some(owner) {
             continue;
         }
         let name = K::name(&route);
         if K::is_created_by_us(&route) {
             ignore_not_found(K::delete(cluster, ns, &name).await)?;
+            K::memo(lists)
+                .update(ns, |items| {
+                    remove(items, &name, |r| K::meta(r).name.as_deref())
+                })
+                .await;
         } else {
             // The saved original normally; if someone mangled it, take the split back out so
             // no traffic goes to a canary backend that is about to disappear.
@@ -348,7 +462,7 @@ async fn restore<K: RouteStore, C: Cluster>(
                 (K::ORIGINAL.to_string(), None),
                 (ann::OWNER.to_string(), None),
             ]);
-            K::patch(cluster, ns, &name, &original, annotations).await?;
+            patch_route::<K, C>(cluster, lists, ns, &route, &original, annotations).await?;
         }
     }
     Ok(())

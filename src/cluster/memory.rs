@@ -10,6 +10,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;
 
 use super::{Cluster, KubeError};
+use crate::annotations as ann;
 use crate::gateway_api::{HTTPRoute, HTTPRouteRule};
 use crate::istio::{HttpRoute, VirtualService};
 use crate::rollout::machine::EventType;
@@ -37,6 +38,8 @@ struct Inner {
     log: Vec<String>,
     /// Faults to return: (call name prefix, error), consumed one per matching call.
     faults: Vec<(String, KubeError)>,
+    /// Held writes: (call, target) waits for a permit of the semaphore (a slow API server).
+    holds: Vec<(String, String, Arc<tokio::sync::Semaphore>)>,
     version: u64,
 }
 
@@ -54,6 +57,13 @@ fn meta_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default(),
     )
+}
+
+fn has_rollout_label(d: &Deployment) -> bool {
+    d.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(ann::ROLLOUT_LABEL))
 }
 
 /// What a Deployment controller with instant pods would report.
@@ -104,6 +114,32 @@ impl MemoryCluster {
         inner.version += 1;
         inner.log.push(format!("{call} {target}"));
         Ok(inner)
+    }
+
+    /// Holds every `patch deployment` of `ns/name` until the returned semaphore gets
+    /// permits (one per call let through): an API server that is slow for one object.
+    pub fn hold_patches(&self, ns: &str, name: &str) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        self.lock().holds.push((
+            "patch deployment".into(),
+            format!("{ns}/{name}"),
+            gate.clone(),
+        ));
+        gate
+    }
+
+    async fn wait_if_held(&self, call: &str, target: &str) {
+        let gate = self
+            .lock()
+            .holds
+            .iter()
+            .find(|(c, t, _)| c == call && t == target)
+            .map(|(_, _, g)| g.clone());
+        if let Some(gate) = gate {
+            if let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
+        }
     }
 
     /// Makes the next call whose name starts with `call` fail with `error`.
@@ -222,7 +258,47 @@ impl MemoryCluster {
 
 impl Cluster for MemoryCluster {
     async fn deployments(&self) -> Result<Vec<Arc<Deployment>>, KubeError> {
-        Ok(self.lock().deployments.values().cloned().collect())
+        // What the real watch selects: only labelled Deployments.
+        Ok(self
+            .lock()
+            .deployments
+            .values()
+            .filter(|d| has_rollout_label(d))
+            .cloned()
+            .collect())
+    }
+
+    async fn unlabeled_rollouts(&self) -> Result<Vec<(String, String)>, KubeError> {
+        Ok(self
+            .lock()
+            .deployments
+            .iter()
+            .filter(|(_, d)| {
+                !has_rollout_label(d)
+                    && d.metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key(ann::PHASE))
+            })
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    async fn label_rollout(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+        let mut inner = self.write("label deployment", &format!("{ns}/{name}"))?;
+        let version = inner.version.to_string();
+        let d = Arc::make_mut(
+            inner
+                .deployments
+                .get_mut(&key(ns, name))
+                .ok_or(KubeError::NotFound)?,
+        );
+        d.metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(ann::ROLLOUT_LABEL.to_string(), "true".to_string());
+        d.metadata.resource_version = Some(version);
+        Ok(())
     }
 
     async fn get_deployment(&self, ns: &str, name: &str) -> Result<Deployment, KubeError> {
@@ -270,7 +346,9 @@ impl Cluster for MemoryCluster {
         annotations: BTreeMap<String, Option<String>>,
         paused: Option<bool>,
     ) -> Result<(), KubeError> {
-        let mut inner = self.write("patch deployment", &format!("{ns}/{name}"))?;
+        let target = format!("{ns}/{name}");
+        self.wait_if_held("patch deployment", &target).await;
+        let mut inner = self.write("patch deployment", &target)?;
         let version = inner.version.to_string();
         let d = Arc::make_mut(
             inner

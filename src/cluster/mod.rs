@@ -2,6 +2,7 @@
 //! in-memory cluster for tests and the demo. Keep this trait thin: decisions live elsewhere.
 
 pub mod kube;
+pub mod limit;
 pub mod memory;
 
 use std::collections::BTreeMap;
@@ -31,9 +32,23 @@ pub enum KubeError {
 /// Object writes canary-gate makes, and the reads it needs. Every call has a timeout in the
 /// real implementation and is counted by outcome.
 pub trait Cluster: Send + Sync + 'static {
-    /// Every Deployment (the real implementation reads a watch-fed cache).
-    /// The watch cache's objects, shared: a tick over thousands of Deployments copies none.
+    /// The Deployments labelled `canary-gate.io/rollout` (stables with a rollout, twins): the
+    /// real implementation reads a watch-fed cache that selects on the label, so a cluster's
+    /// other Deployments cost nothing. The cache's objects, shared: a tick copies none.
     fn deployments(&self) -> impl Future<Output = Result<Vec<Arc<Deployment>>, KubeError>> + Send;
+    /// (namespace, name) of Deployments that carry rollout state but not the label (state
+    /// written before the label existed, or the label removed while the webhook was down):
+    /// the analyzer labels them so that the watch sees them. Reads metadata only, a page at
+    /// a time.
+    fn unlabeled_rollouts(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, KubeError>> + Send;
+    /// Merge-patches `canary-gate.io/rollout: "true"` onto a Deployment.
+    fn label_rollout(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
     /// One Deployment read from the API server, not the cache: the CLI's commands see what
     /// the analyzer will see next.
     fn get_deployment(

@@ -34,7 +34,10 @@ impl KubeArgs {
             connect(self.kubeconfig.as_deref(), self.context.as_deref()).await?;
         let (cluster, _unstarted_watch) = KubeCluster::start(
             client,
-            self.request_timeout,
+            crate::cluster::limit::KubeLimits {
+                timeout: self.request_timeout,
+                ..Default::default()
+            },
             Metrics::new(),
             "canary-gate-cli".into(),
             |_| false,

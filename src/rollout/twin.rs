@@ -135,13 +135,19 @@ pub fn build_twin(stable: &Deployment, service: &Service, max_weight: u32) -> Op
                 .collect()
         }),
     };
+    let mut metadata = managed_meta(
+        twin_name(&name),
+        stable.metadata.namespace.clone(),
+        &name,
+        owner_ref(stable),
+    );
+    // The analyzer's Deployment watch selects on this label.
+    metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ann::ROLLOUT_LABEL.to_string(), "true".to_string());
     Some(Deployment {
-        metadata: managed_meta(
-            twin_name(&name),
-            stable.metadata.namespace.clone(),
-            &name,
-            owner_ref(stable),
-        ),
+        metadata,
         spec: Some(DeploymentSpec {
             replicas: Some(twin_replicas(spec.replicas.unwrap_or(1), max_weight)),
             selector,
@@ -211,20 +217,19 @@ pub fn selects(service: &Service, stable: &Deployment) -> bool {
 
 /// The Service fronting the Deployment: the one named by annotation, else the only one that
 /// selects its pods (canary Services excluded). Err explains what to do.
-pub fn find_service<'a>(
+pub fn find_service<'a, S: std::borrow::Borrow<Service>>(
     stable: &Deployment,
-    services: &'a [Service],
+    services: &'a [S],
     named: Option<&str>,
 ) -> Result<&'a Service, String> {
+    let mut services = services.iter().map(|s| s.borrow());
     let deployment = stable.metadata.name.clone().unwrap_or_default();
     if let Some(name) = named {
         return services
-            .iter()
             .find(|s| s.metadata.name.as_deref() == Some(name))
             .ok_or_else(|| format!("Service {name} named by {} does not exist", ann::SERVICE));
     }
     let candidates: Vec<&Service> = services
-        .iter()
         .filter(|s| {
             !s.metadata
                 .labels
@@ -234,7 +239,7 @@ pub fn find_service<'a>(
         .filter(|s| selects(s, stable))
         .collect();
     match candidates.as_slice() {
-        [one] => Ok(one),
+        [one] => Ok(*one),
         [] => Err(format!(
             "no Service selects the pods of {deployment}; create one or set {}",
             ann::SERVICE
@@ -307,6 +312,11 @@ mod tests {
         );
         assert_eq!(
             twin.metadata.labels.as_ref().expect("l")[ann::MANAGED_LABEL],
+            "true"
+        );
+        // Seen by the analyzer's label-selected watch.
+        assert_eq!(
+            twin.metadata.labels.as_ref().expect("l")[ann::ROLLOUT_LABEL],
             "true"
         );
     }
@@ -382,7 +392,7 @@ mod tests {
         assert!(find_service(&stable(), &services, Some("nope"))
             .expect_err("missing")
             .contains("does not exist"));
-        assert!(find_service(&stable(), &[], None)
+        assert!(find_service(&stable(), &[] as &[Service], None)
             .expect_err("none")
             .contains("no Service selects"));
         let two = vec![

@@ -6,6 +6,7 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod apiserver;
 pub mod dashboard;
 pub mod exporter;
 pub mod prometheus;

@@ -1,0 +1,208 @@
+//! The shipped `KubeCluster` through the real kube client against a fake API server on
+//! loopback (tests/support/apiserver.rs): its Deployment watch holds only the Deployments
+//! canary-gate works on, Deployments whose rollout state predates the label are found by the
+//! metadata-only sweep and labelled, and a rollout runs to the end through it.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canary_gate::analyzer::{wakes_analyzer, Analyzer};
+use canary_gate::cluster::kube::KubeCluster;
+use canary_gate::cluster::limit::KubeLimits;
+use canary_gate::cluster::Cluster;
+use canary_gate::gates::Sample;
+use canary_gate::metrics::Metrics;
+use canary_gate::prom::{PromError, QueryApi};
+use canary_gate::rollout::state::{Phase, RolloutState};
+use canary_gate::settings::Defaults;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use support::apiserver::FakeApiServer;
+use support::scenario::{admitted_deployment, podinfo_service, NAME, NS};
+
+fn with_kind(d: &Deployment) -> serde_json::Value {
+    let mut v = serde_json::to_value(d).expect("json");
+    v["apiVersion"] = "apps/v1".into();
+    v["kind"] = "Deployment".into();
+    v
+}
+
+fn renamed(d: &Deployment, name: &str) -> Deployment {
+    let mut d = d.clone();
+    d.metadata.name = Some(name.into());
+    d
+}
+
+async fn cluster(api: &FakeApiServer) -> (Arc<KubeCluster>, Arc<tokio::sync::Notify>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = kube::Config::new(api.url().parse().expect("url"));
+    let client = kube::Client::try_from(config).expect("client");
+    let (cluster, watch) = KubeCluster::start(
+        client,
+        KubeLimits {
+            timeout: Duration::from_secs(5),
+            ..KubeLimits::default()
+        },
+        Metrics::new(),
+        "test".into(),
+        wakes_analyzer,
+    );
+    tokio::spawn(watch);
+    cluster.wait_ready().await;
+    let changed = cluster.changed();
+    (Arc::new(cluster), changed)
+}
+
+async fn names(cluster: &KubeCluster) -> Vec<String> {
+    let mut v: Vec<String> = cluster
+        .deployments()
+        .await
+        .expect("cache")
+        .iter()
+        .filter_map(|d| d.metadata.name.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Healthy traffic for every workload a batched query names.
+struct Healthy;
+
+impl QueryApi for Healthy {
+    async fn query(&self, promql: &str, _at: Timestamp) -> Result<Vec<Sample>, PromError> {
+        let workloads = ["podinfo", "podinfo-canary"];
+        let value = |w: &str| -> f64 {
+            if promql.starts_with("histogram_quantile") {
+                120.0
+            } else if promql.contains("response_code=~\"5..\"") {
+                0.0
+            } else if w.ends_with("-canary") {
+                600.0
+            } else {
+                5400.0
+            }
+        };
+        let les: Vec<String> = ["500", "+Inf"].map(String::from).to_vec();
+        let mut out = Vec::new();
+        for w in workloads {
+            let labels = BTreeMap::from([
+                ("destination_workload_namespace".to_string(), NS.to_string()),
+                ("destination_workload".to_string(), w.to_string()),
+            ]);
+            if promql.contains("istio_request_duration_milliseconds_bucket")
+                && !promql.starts_with("histogram_quantile")
+            {
+                for le in &les {
+                    let mut labels = labels.clone();
+                    labels.insert("le".into(), le.clone());
+                    out.push(Sample {
+                        labels,
+                        value: value(w),
+                    });
+                }
+            } else {
+                out.push(Sample {
+                    labels,
+                    value: value(w),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_holds_only_managed_deployments_and_older_rollouts_get_labelled() {
+    let api = FakeApiServer::start().await.expect("fake api server");
+    let (managed, _) = admitted_deployment(&[("canary-gate.io/interval", "1s")]).expect("admitted");
+    assert!(
+        managed
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("canary-gate.io/rollout")),
+        "the webhook labels a Deployment it starts a rollout on"
+    );
+    // A Deployment nobody manages, and one whose rollout state predates the label.
+    let mut plain = renamed(&managed, "plain");
+    plain.metadata.annotations = None;
+    plain.metadata.labels = None;
+    let mut older = renamed(&managed, "older");
+    older.metadata.labels = None;
+    for d in [&managed, &plain, &older] {
+        api.put(&with_kind(d));
+    }
+    let mut svc = serde_json::to_value(podinfo_service()).expect("svc");
+    svc["apiVersion"] = "v1".into();
+    svc["kind"] = "Service".into();
+    api.put(&svc);
+
+    let (cluster, changed) = cluster(&api).await;
+    assert_eq!(
+        names(&cluster).await,
+        [NAME],
+        "the watch selects on the label"
+    );
+    assert_eq!(
+        cluster.unlabeled_rollouts().await.expect("sweep"),
+        [(NS.to_string(), "older".to_string())],
+        "the metadata sweep finds rollout state without the label, not plain Deployments"
+    );
+
+    // The analyzer, through this cluster: the sweep labels `older`, the watch then holds it,
+    // and the rollout of podinfo runs to the end.
+    let analyzer = Arc::new(Analyzer::new(
+        cluster.clone(),
+        Arc::new(Healthy),
+        Defaults::default(),
+        Metrics::new(),
+    ));
+    let (_tx, rx) = tokio::sync::watch::channel(true);
+    let task = tokio::spawn(analyzer.run(Duration::from_millis(200), rx, Some(changed)));
+    eventually("older labelled and watched", || {
+        let cluster = cluster.clone();
+        async move { names(&cluster).await.contains(&"older".to_string()) }
+    })
+    .await;
+    let phase = |name: &str| {
+        api.object("deployments", NS, name)
+            .and_then(|d| {
+                let a: BTreeMap<String, String> =
+                    serde_json::from_value(d["metadata"]["annotations"].clone()).ok()?;
+                RolloutState::from_annotations(&a).ok()
+            })
+            .map(|s| s.phase)
+    };
+    eventually("podinfo promoted through the real client", || {
+        let done = phase(NAME) == Some(Phase::Succeeded);
+        async move { done }
+    })
+    .await;
+    task.abort();
+    assert!(
+        !names(&cluster).await.contains(&"plain".to_string()),
+        "an unmanaged Deployment never enters the cache"
+    );
+    let calls = api.calls();
+    assert!(
+        calls.get("patch deployments").copied().unwrap_or(0) > 0,
+        "{calls:?}"
+    );
+    assert!(
+        calls.get("watch deployments").copied().unwrap_or(0) >= 1,
+        "{calls:?}"
+    );
+    // The twin was created with the label, seen by the watch, and deleted at the end.
+    assert!(api.object("deployments", NS, "podinfo-canary").is_none());
+}
