@@ -15,9 +15,12 @@ use crate::cluster::{Cluster, KubeError};
 use crate::gateway_api::HTTPRoute;
 use crate::istio::VirtualService;
 
+/// One namespace's list, once read.
+type Slot<T> = Arc<tokio::sync::Mutex<Option<Vec<Arc<T>>>>>;
+
 /// One kind's lists by namespace. Errors are not kept: the next reader lists again.
 pub(super) struct Memo<T> {
-    by_ns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Vec<Arc<T>>>>>>>,
+    by_ns: Mutex<HashMap<String, Slot<T>>>,
     /// Lists actually sent to the API server.
     lists: std::sync::atomic::AtomicUsize,
 }
@@ -32,7 +35,7 @@ impl<T> Default for Memo<T> {
 }
 
 impl<T> Memo<T> {
-    fn cell(&self, ns: &str) -> Arc<tokio::sync::Mutex<Option<Vec<Arc<T>>>>> {
+    fn cell(&self, ns: &str) -> Slot<T> {
         let mut by_ns = self.by_ns.lock().unwrap_or_else(|p| p.into_inner());
         by_ns.entry(ns.to_string()).or_default().clone()
     }

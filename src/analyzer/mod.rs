@@ -65,6 +65,8 @@ pub struct Analyzer<C, Q> {
     /// Rollouts a running tick is working on: a later tick, started while that one still
     /// waits for its writes, leaves them alone.
     busy: Mutex<HashMap<RolloutKey, u64>>,
+    /// When the last label sweep started (None: at the next tick).
+    label_sweep_at: Mutex<Option<std::time::Instant>>,
     /// Numbers the ticks, so that a tick only ever releases its own claims.
     tick_ids: std::sync::atomic::AtomicU64,
 }
@@ -73,7 +75,7 @@ pub struct Analyzer<C, Q> {
 /// server is slow (or thousands of rollouts step in the same second) the next tick starts on
 /// schedule anyway and works on the other rollouts. Beyond this many the scheduled tick is
 /// skipped and counted.
-pub const MAX_TICKS_IN_FLIGHT: usize = 4;
+pub const MAX_TICKS_IN_FLIGHT: usize = 16;
 
 /// The rollouts one tick claimed: each is released when its work is done, the rest when the
 /// tick ends, however it ends.
@@ -137,10 +139,11 @@ pub fn retry_delay(failures: u32) -> Duration {
 
 /// Ticks between two cluster-wide looks for routes of deleted Deployments.
 const SWEEP_EVERY: u64 = 60;
-/// Ticks between two looks (metadata only, paged) for rollouts missing the watch label. The
+/// Time between two looks (metadata only, paged) for rollouts missing the watch label. The
 /// webhook re-labels on every update, so this only catches state from older versions and
-/// writes made while the webhook was down: the first tick of a leader, then every 5 minutes.
-const LABEL_SWEEP_EVERY: u64 = 300;
+/// writes made while the webhook was down: the first tick of a leader, then every 5 minutes
+/// (by the clock: watch wake-ups add ticks).
+const LABEL_SWEEP_EVERY: Duration = Duration::from_secs(300);
 
 /// (namespace, name) of a stable Deployment.
 type RolloutKey = (String, String);
@@ -207,6 +210,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             notifier: crate::outbound::notify::Notifier::disabled(),
             busy: Mutex::default(),
             tick_ids: std::sync::atomic::AtomicU64::new(0),
+            label_sweep_at: Mutex::new(None),
         }
     }
 
@@ -254,8 +258,25 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         self
     }
 
+    /// Whether this tick runs the label sweep (and if so, records it).
+    fn label_sweep_is_due(&self) -> bool {
+        let mut at = self
+            .label_sweep_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let due = at.is_none_or(|t| t.elapsed() >= LABEL_SWEEP_EVERY);
+        if due {
+            *at = Some(std::time::Instant::now());
+        }
+        due
+    }
+
     /// Forget what was reconciled (a new leader must not trust an old memo).
     pub fn reset(&self) {
+        *self
+            .label_sweep_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         self.ticks.store(0, std::sync::atomic::Ordering::Relaxed);
         self.reconciled
             .lock()
@@ -289,17 +310,16 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             }
         };
         loop {
-            tokio::select! {
+            let settle = tokio::select! {
                 scheduled = ticker.tick() => {
                     let lateness = tokio::time::Instant::now().saturating_duration_since(scheduled);
                     self.metrics.tick_lateness.observe(lateness.as_secs_f64());
+                    Duration::ZERO
                 }
-                () = woken() => {
-                    // Let a burst of watch events (a twin's pods turning ready one by one)
-                    // settle into one tick.
-                    tokio::time::sleep(WAKE_SETTLE).await;
-                }
-            }
+                // Let a burst of watch events (a twin's pods turning ready one by one) settle
+                // into one tick; the wait is the tick's, so the schedule is not held up.
+                () = woken() => WAKE_SETTLE,
+            };
             while running.try_join_next().is_some() {}
             let is_leader = *leader.borrow();
             if is_leader != was_leader {
@@ -324,6 +344,9 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             let analyzer = self.clone();
             running.spawn(
                 async move {
+                    if !settle.is_zero() {
+                        tokio::time::sleep(settle).await;
+                    }
                     let started = std::time::Instant::now();
                     let report = analyzer.tick(Timestamp::now()).await;
                     analyzer
@@ -341,7 +364,11 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
 
     pub async fn tick(&self, now: Timestamp) -> TickReport {
         let mut report = TickReport::default();
-        if self.ticks.load(std::sync::atomic::Ordering::Relaxed) % LABEL_SWEEP_EVERY == 0 {
+        // Taken at the start: ticks run concurrently, and each sweep must run in one only.
+        let tick_no = self
+            .ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.label_sweep_is_due() {
             self.label_unlabeled(&mut report).await;
         }
         let deployments = match self.cluster.deployments().await {
@@ -390,7 +417,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         };
         // One list per namespace and kind for the whole tick (see `lists`).
         let lists = lists::Lists::default();
-        self.clean_orphans(&deployments, &index, &lists, &mut report)
+        self.clean_orphans(&deployments, &index, &lists, tick_no, &mut report)
             .await;
 
         // Analyses of every due rollout, queries batched by window length.
@@ -627,6 +654,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         deployments: &[Arc<Deployment>],
         index: &HashMap<(String, String), &Deployment>,
         lists: &lists::Lists,
+        tick_no: u64,
         report: &mut TickReport,
     ) {
         // Gone: deleted, or deleted and re-created under the same name (no rollout state).
@@ -668,10 +696,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         // Routes outlive the twin: after the garbage collector removed it and this process
         // restarted, only the routes still name the deleted owner. Look for them on the first
         // tick of a leader and every SWEEP_EVERY ticks after.
-        let ticks = self
-            .ticks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if ticks % SWEEP_EVERY == 0 {
+        if tick_no % SWEEP_EVERY == 0 {
             match self.cluster.virtual_services_everywhere().await {
                 Ok(all) => {
                     for vs in all {

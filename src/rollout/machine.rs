@@ -200,6 +200,37 @@ struct Machine {
     now: Timestamp,
 }
 
+/// Why a check held the weight (see `Machine::held`); read back from the message it wrote.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Held {
+    NotEnoughData,
+    Undecided,
+    StableDegraded,
+}
+
+impl Held {
+    fn reason(self) -> &'static str {
+        match self {
+            Held::NotEnoughData => "NotEnoughData",
+            Held::Undecided => "Undecided",
+            Held::StableDegraded => "StableDegraded",
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Held::NotEnoughData => "not enough data yet: ",
+            Held::Undecided => "not decisive yet: ",
+            Held::StableDegraded => "the stable is degraded too: ",
+        }
+    }
+
+    /// Whether `message` is one this reason wrote.
+    fn is(self, message: &str) -> bool {
+        message.starts_with(self.prefix()) && message.ends_with("weight held")
+    }
+}
+
 impl Machine {
     fn finish(self) -> (RolloutState, Vec<Effect>) {
         (self.s, self.effects)
@@ -212,6 +243,18 @@ impl Machine {
             reason,
             message,
         });
+    }
+
+    /// A check that holds the weight: its message is recorded every time, but the Event
+    /// (an API write each) only when the previous check did not hold for the same reason.
+    /// Ten thousand rollouts waiting for traffic must not write ten thousand Events per
+    /// interval that say what the last ones said.
+    fn held(&mut self, kind: EventType, why: Held, message: String) {
+        if why.is(&self.s.message) {
+            self.s.message = message;
+        } else {
+            self.event(kind, why.reason(), message);
+        }
     }
 
     fn enter(&mut self, phase: Phase) {
@@ -593,28 +636,31 @@ impl Machine {
             Verdict::NotEnoughData { reason } => {
                 self.s.inconclusive_checks = 0;
                 self.effects.push(Effect::Check("not_enough_data"));
-                self.event(
+                self.held(
                     EventType::Normal,
-                    "NotEnoughData",
-                    format!("not enough data yet: {reason}; weight held"),
+                    Held::NotEnoughData,
+                    format!("{}{reason}; weight held", Held::NotEnoughData.prefix()),
                 );
             }
             Verdict::Undecided { reason } => {
                 self.s.inconclusive_checks = 0;
                 self.effects.push(Effect::Check("undecided"));
-                self.event(
+                self.held(
                     EventType::Normal,
-                    "Undecided",
-                    format!("not decisive yet: {reason}; weight held"),
+                    Held::Undecided,
+                    format!("{}{reason}; weight held", Held::Undecided.prefix()),
                 );
             }
             Verdict::StableDegraded { reason } => {
                 self.s.inconclusive_checks = 0;
                 self.effects.push(Effect::Check("stable_degraded"));
-                self.event(
+                self.held(
                     EventType::Warning,
-                    "StableDegraded",
-                    format!("{reason}; the canary is not worse, weight held"),
+                    Held::StableDegraded,
+                    format!(
+                        "{}{reason}; the canary is not worse, weight held",
+                        Held::StableDegraded.prefix()
+                    ),
                 );
             }
         }

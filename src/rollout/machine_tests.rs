@@ -987,6 +987,37 @@ fn holding_verdicts_keep_the_weight_and_count_no_failure() {
 }
 
 #[test]
+fn a_check_holding_for_the_same_reason_again_records_its_message_but_no_new_event() {
+    let events = |fx: &[Effect]| -> Vec<String> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Event { reason, .. } => Some(reason.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    for (verdict, reason) in [
+        (not_enough as MakeVerdict, "NotEnoughData"),
+        (undecided, "Undecided"),
+        (stable_degraded, "StableDegraded"),
+    ] {
+        let (s, t, fx) = checks(progressing(30, 0), &defaults(), 0, 5, verdict);
+        let per_check: Vec<Vec<String>> = fx.iter().map(|f| events(f)).collect();
+        assert_eq!(per_check[0], [reason], "the first hold is an event");
+        assert!(
+            per_check[1..].iter().all(Vec::is_empty),
+            "{reason}: repeats write no Event: {per_check:?}"
+        );
+        assert!(s.message.ends_with("weight held"), "{}", s.message);
+        // A different verdict in between makes the next hold news again.
+        let (s, t, fx) = checks(s, &defaults(), t, 1, no_data);
+        assert_eq!(events(&fx[0]), ["CheckInconclusive"]);
+        let (_, _, fx) = checks(s, &defaults(), t, 1, verdict);
+        assert_eq!(events(&fx[0]), [reason]);
+    }
+}
+
+#[test]
 fn holding_verdicts_never_roll_back_however_often() {
     for verdict in [not_enough, undecided, stable_degraded] {
         let (s, _, _) = checks(progressing(10, 0), &defaults(), 0, 50, verdict);
