@@ -205,4 +205,30 @@ async fn the_watch_holds_only_managed_deployments_and_older_rollouts_get_labelle
     );
     // The twin was created with the label, seen by the watch, and deleted at the end.
     assert!(api.object("deployments", NS, "podinfo-canary").is_none());
+    // Every step is its own Event with its own text (kube's Recorder folded them into a
+    // series of the first step's text).
+    let mut steps: Vec<(String, String)> = api
+        .objects("events")
+        .iter()
+        .filter(|e| e["reason"] == "WeightIncreased")
+        .map(|e| {
+            (
+                e["eventTime"].as_str().unwrap_or_default().to_string(),
+                e["note"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .rsplit("; ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    steps.sort();
+    let steps: Vec<String> = steps.into_iter().map(|(_, note)| note).collect();
+    assert_eq!(
+        steps,
+        [20, 30, 40, 50].map(|w| format!("{w} % to the canary")),
+        "one Event per step"
+    );
 }

@@ -303,6 +303,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut was_leader = false;
         let mut running = tokio::task::JoinSet::new();
+        let wake_in_flight = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let woken = || async {
             match &changed {
                 Some(n) => n.notified().await,
@@ -310,15 +311,13 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             }
         };
         loop {
-            let settle = tokio::select! {
+            let woke = tokio::select! {
                 scheduled = ticker.tick() => {
                     let lateness = tokio::time::Instant::now().saturating_duration_since(scheduled);
                     self.metrics.tick_lateness.observe(lateness.as_secs_f64());
-                    Duration::ZERO
+                    false
                 }
-                // Let a burst of watch events (a twin's pods turning ready one by one) settle
-                // into one tick; the wait is the tick's, so the schedule is not held up.
-                () = woken() => WAKE_SETTLE,
+                () = woken() => true,
             };
             while running.try_join_next().is_some() {}
             let is_leader = *leader.borrow();
@@ -333,7 +332,16 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             if !is_leader {
                 continue;
             }
+            // One wake-up tick waiting to start at a time: a burst of watch events (a thousand
+            // twins turning ready) becomes one tick per settling time, not a thousand.
+            if woke && wake_in_flight.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                continue;
+            }
             if running.len() >= MAX_TICKS_IN_FLIGHT {
+                if woke {
+                    wake_in_flight.store(false, std::sync::atomic::Ordering::Release);
+                    continue;
+                }
                 self.metrics.ticks_skipped.inc();
                 tracing::warn!(
                     running = running.len(),
@@ -342,10 +350,14 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 continue;
             }
             let analyzer = self.clone();
+            let wake = woke.then(|| wake_in_flight.clone());
             running.spawn(
                 async move {
-                    if !settle.is_zero() {
-                        tokio::time::sleep(settle).await;
+                    if let Some(flag) = wake {
+                        // Let the burst (a twin's pods turning ready one by one) settle into
+                        // this tick; the wait is the tick's, so the schedule is not held up.
+                        tokio::time::sleep(WAKE_SETTLE).await;
+                        flag.store(false, std::sync::atomic::Ordering::Release);
                     }
                     let started = std::time::Instant::now();
                     let report = analyzer.tick(Timestamp::now()).await;

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource};
@@ -75,7 +74,8 @@ pub struct KubeCluster {
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
     deployments: Store<Deployment>,
-    recorder: Recorder,
+    /// This replica's name in the Events it writes (`reportingInstance`).
+    instance: String,
     /// Notified when the watch sees a Deployment for which `wakes` says the analyzer should
     /// act now rather than at its next tick.
     changed: Arc<tokio::sync::Notify>,
@@ -118,20 +118,13 @@ impl KubeCluster {
                 }
                 std::future::ready(())
             });
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "canary-gate".into(),
-                instance: Some(instance),
-            },
-        );
         (
             KubeCluster {
                 client,
                 limiter: Arc::new(Limiter::new(limits)),
                 metrics,
                 deployments: store,
-                recorder,
+                instance,
                 changed,
             },
             stream,
@@ -469,21 +462,47 @@ impl Cluster for KubeCluster {
         reason: &str,
         message: &str,
     ) -> Result<(), KubeError> {
-        let event = Event {
-            type_: match kind {
-                EventType::Normal => KubeEventType::Normal,
-                EventType::Warning => KubeEventType::Warning,
-            },
-            reason: reason.to_string(),
-            note: Some(message.chars().take(1000).collect()),
-            action: "Rollout".into(),
-            secondary: None,
-        };
+        // One create per event, as kube's `Recorder` would write it, without its cache: that
+        // keys on reason and object but not on the note, so a second `WeightIncreased` became
+        // a repeat of the first one's text, and it scans every cached event on each publish
+        // (quadratic at thousands of rollouts).
+        use k8s_openapi::api::events::v1::Event;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+        let now = jiff::Timestamp::now();
         let reference = d.object_ref(&());
-        let recorder = self.recorder.clone();
-        self.call("create event", async move {
-            recorder.publish(&event, &reference).await
-        })
-        .await
+        let event = Event {
+            metadata: ObjectMeta {
+                namespace: reference.namespace.clone(),
+                name: Some(format!(
+                    "{}.{:x}",
+                    reference.name.as_deref().unwrap_or("canary-gate"),
+                    now.as_nanosecond()
+                )),
+                ..Default::default()
+            },
+            action: Some("Rollout".into()),
+            reason: Some(reason.to_string()),
+            note: Some(message.chars().take(1000).collect()),
+            type_: Some(
+                match kind {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .into(),
+            ),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(reference.clone()),
+            reporting_controller: Some("canary-gate".into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
+        };
+        let ns = reference
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        self.call("create event", api.create(&PostParams::default(), &event))
+            .await
+            .map(|_| ())
     }
 }
