@@ -402,31 +402,49 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 )
             })
             .collect();
+        // Rollouts an earlier tick is still writing are its own; claim the rest. Items are
+        // built for the claimed ones only: a tick in flight holds no more than its own work.
+        let mut phases: HashMap<Phase, i64> = HashMap::new();
         let mut items = Vec::new();
-        for d in &deployments {
-            if let Some(item) = self.item(d, &index) {
-                items.push(item);
-            }
-        }
-        report.rollouts = items.len();
-        self.export_phases(&items);
-        // Rollouts an earlier tick is still writing are its own; claim the rest.
         let claim = {
             let id = self
                 .tick_ids
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-            let before = items.len();
-            items.retain(|it| !busy.contains_key(&it.key()));
-            report.busy = before - items.len();
-            let keys: Vec<RolloutKey> = items.iter().map(Item::key).collect();
-            busy.extend(keys.iter().map(|k| (k.clone(), id)));
+            for d in &deployments {
+                let Some(phase) = d
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ann::PHASE))
+                    .and_then(|p| p.parse::<Phase>().ok())
+                else {
+                    continue;
+                };
+                let key = (
+                    d.metadata.namespace.clone().unwrap_or_default(),
+                    d.metadata.name.clone().unwrap_or_default(),
+                );
+                if busy.contains_key(&key) {
+                    *phases.entry(phase).or_default() += 1;
+                    report.busy += 1;
+                    continue;
+                }
+                if let Some(item) = self.item(d, &index) {
+                    *phases.entry(item.state.phase).or_default() += 1;
+                    busy.insert(key, id);
+                    items.push(item);
+                }
+            }
+            items.shrink_to_fit();
             Claim {
                 busy: &self.busy,
                 id,
-                keys,
+                keys: items.iter().map(Item::key).collect(),
             }
         };
+        report.rollouts = items.len() + report.busy;
+        self.export_phases(&phases);
         // One list per namespace and kind for the whole tick (see `lists`).
         let lists = lists::Lists::default();
         self.clean_orphans(&deployments, &index, &lists, tick_no, &mut report)
@@ -850,15 +868,14 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 == Some(&memo)
     }
 
-    fn export_phases(&self, items: &[Item]) {
+    fn export_phases(&self, phases: &HashMap<Phase, i64>) {
         for phase in Phase::ALL {
-            let n = items.iter().filter(|i| i.state.phase == phase).count();
             self.metrics
                 .rollouts_by_phase
                 .get_or_create(&PhaseLabels {
                     phase: phase.as_str(),
                 })
-                .set(n as i64);
+                .set(phases.get(&phase).copied().unwrap_or(0));
         }
     }
 

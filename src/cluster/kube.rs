@@ -103,6 +103,15 @@ impl KubeCluster {
         let config = watcher::Config::default().labels(crate::annotations::ROLLOUT_LABEL);
         let stream = watcher(api, config).modify(|d: &mut Deployment| {
             d.metadata.managed_fields = None;
+            // A twin's pod spec is never read back (twins are built from the stable): at
+            // 10,000 rollouts that is half of what the cache would hold.
+            let twin = d.metadata.labels.as_ref().is_some_and(|l| {
+                l.get(crate::annotations::MANAGED_LABEL)
+                    .is_some_and(|v| v == "true")
+            });
+            if let (true, Some(spec)) = (twin, d.spec.as_mut()) {
+                spec.template.spec = None;
+            }
             if let Some(a) = d.metadata.annotations.as_mut() {
                 a.remove("kubectl.kubernetes.io/last-applied-configuration");
             }
