@@ -189,7 +189,6 @@ async fn the_watch_holds_only_managed_deployments_and_older_rollouts_get_labelle
         async move { done }
     })
     .await;
-    task.abort();
     assert!(
         !names(&cluster).await.contains(&"plain".to_string()),
         "an unmanaged Deployment never enters the cache"
@@ -203,8 +202,13 @@ async fn the_watch_holds_only_managed_deployments_and_older_rollouts_get_labelle
         calls.get("watch deployments").copied().unwrap_or(0) >= 1,
         "{calls:?}"
     );
-    // The twin was created with the label, seen by the watch, and deleted at the end.
-    assert!(api.object("deployments", NS, "podinfo-canary").is_none());
+    // The twin was created with the label, seen by the watch, and is deleted once the state
+    // says Succeeded (state first, world second).
+    eventually("the twin deleted after the promotion", || {
+        let gone = api.object("deployments", NS, "podinfo-canary").is_none();
+        async move { gone }
+    })
+    .await;
     // Every step is its own Event with its own text (kube's Recorder folded them into a
     // series of the first step's text).
     let mut steps: Vec<(String, String)> = api
@@ -231,4 +235,5 @@ async fn the_watch_holds_only_managed_deployments_and_older_rollouts_get_labelle
         [20, 30, 40, 50].map(|w| format!("{w} % to the canary")),
         "one Event per step"
     );
+    task.abort();
 }

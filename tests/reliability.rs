@@ -1491,20 +1491,8 @@ async fn only_the_leader_acts_and_a_new_leader_finishes_the_rollout_once() {
     assert_eq!(count("WeightIncreased"), 4, "one per step: {reasons:?}");
     assert_eq!(count("Promoting"), 1, "{reasons:?}");
     assert_eq!(count("Succeeded"), 1, "{reasons:?}");
-    let steps: Vec<String> = cluster
-        .events()
-        .into_iter()
-        .filter(|e| e.reason == "WeightIncreased")
-        .map(|e| {
-            e.message
-                .rsplit("; ")
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
     assert_eq!(
-        steps,
+        weight_steps(&cluster, NS),
         [20, 30, 40, 50].map(|w| format!("{w} % to the canary")),
         "no step repeated or skipped"
     );
@@ -1688,20 +1676,8 @@ async fn a_stalled_write_holds_up_only_its_own_rollout() {
     }
     task.abort();
     for ns in [NS, "other"] {
-        let steps: Vec<String> = cluster
-            .events()
-            .into_iter()
-            .filter(|e| e.namespace == ns && e.reason == "WeightIncreased")
-            .map(|e| {
-                e.message
-                    .rsplit("; ")
-                    .next()
-                    .unwrap_or_default()
-                    .to_string()
-            })
-            .collect();
         assert_eq!(
-            steps,
+            weight_steps(&cluster, ns),
             [20, 30, 40, 50].map(|w| format!("{w} % to the canary")),
             "{ns}: no step repeated or skipped"
         );
@@ -1716,4 +1692,20 @@ async fn a_stalled_write_holds_up_only_its_own_rollout() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// The new weight of every `WeightIncreased` Event in `ns`, in order.
+fn weight_steps(cluster: &MemoryCluster, ns: &str) -> Vec<String> {
+    cluster
+        .events()
+        .into_iter()
+        .filter(|e| e.namespace == ns && e.reason == "WeightIncreased")
+        .map(|e| {
+            e.message
+                .rsplit("; ")
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
 }

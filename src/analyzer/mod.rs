@@ -46,8 +46,6 @@ pub struct Analyzer<C, Q> {
     /// Rollouts whose last reconciliation failed: (consecutive failures, next attempt). A
     /// struggling API server gets fewer writes, not one per rollout per second.
     retries: Mutex<HashMap<RolloutKey, (u32, Timestamp)>>,
-    /// Ticks since this process became leader (drives the orphan sweep).
-    ticks: std::sync::atomic::AtomicU64,
     /// Where `/readyz` learns whether Prometheus answered the last queries.
     health: Option<Arc<Health>>,
     /// Where the dashboard learns what each step saw and decided.
@@ -65,8 +63,10 @@ pub struct Analyzer<C, Q> {
     /// Rollouts a running tick is working on: a later tick, started while that one still
     /// waits for its writes, leaves them alone.
     busy: Mutex<HashMap<RolloutKey, u64>>,
-    /// When the last label sweep started (None: at the next tick).
-    label_sweep_at: Mutex<Option<std::time::Instant>>,
+    /// The label sweep: the first tick of a leader, then every `LABEL_SWEEP_EVERY`.
+    label_sweep: Every,
+    /// The orphan sweep over every route: the first tick of a leader, then every `SWEEP_EVERY`.
+    orphan_sweep: Every,
     /// Numbers the ticks, so that a tick only ever releases its own claims.
     tick_ids: std::sync::atomic::AtomicU64,
 }
@@ -137,13 +137,43 @@ pub fn retry_delay(failures: u32) -> Duration {
         .map_or(MAX, |d| d.min(MAX))
 }
 
-/// Ticks between two cluster-wide looks for routes of deleted Deployments.
-const SWEEP_EVERY: u64 = 60;
+/// Time between two cluster-wide looks for routes of deleted Deployments.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Time between two looks (metadata only, paged) for rollouts missing the watch label. The
 /// webhook re-labels on every update, so this only catches state from older versions and
 /// writes made while the webhook was down: the first tick of a leader, then every 5 minutes
 /// (by the clock: watch wake-ups add ticks).
 const LABEL_SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+/// Something a tick does now and then, by the clock (watch wake-ups and concurrent ticks make
+/// tick counts a poor clock): due at the first look after `reset`, then every `every`. The
+/// tick that finds it due does it; concurrent ticks do not.
+struct Every {
+    every: Duration,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl Every {
+    fn new(every: Duration) -> Self {
+        Every {
+            every,
+            last: Mutex::new(None),
+        }
+    }
+
+    fn due(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|t| t.elapsed() >= self.every);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    }
+
+    fn reset(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
 
 /// (namespace, name) of a stable Deployment.
 type RolloutKey = (String, String);
@@ -200,7 +230,6 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             metrics: metrics.clone(),
             reconciled: Mutex::new(HashMap::new()),
             retries: Mutex::new(HashMap::new()),
-            ticks: std::sync::atomic::AtomicU64::new(0),
             health: None,
             history: None,
             peek_every: PEEK_EVERY,
@@ -210,7 +239,8 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             notifier: crate::outbound::notify::Notifier::disabled(),
             busy: Mutex::default(),
             tick_ids: std::sync::atomic::AtomicU64::new(0),
-            label_sweep_at: Mutex::new(None),
+            label_sweep: Every::new(LABEL_SWEEP_EVERY),
+            orphan_sweep: Every::new(SWEEP_EVERY),
         }
     }
 
@@ -258,26 +288,10 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         self
     }
 
-    /// Whether this tick runs the label sweep (and if so, records it).
-    fn label_sweep_is_due(&self) -> bool {
-        let mut at = self
-            .label_sweep_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let due = at.is_none_or(|t| t.elapsed() >= LABEL_SWEEP_EVERY);
-        if due {
-            *at = Some(std::time::Instant::now());
-        }
-        due
-    }
-
     /// Forget what was reconciled (a new leader must not trust an old memo).
     pub fn reset(&self) {
-        *self
-            .label_sweep_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
-        self.ticks.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.label_sweep.reset();
+        self.orphan_sweep.reset();
         self.reconciled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -376,11 +390,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
 
     pub async fn tick(&self, now: Timestamp) -> TickReport {
         let mut report = TickReport::default();
-        // Taken at the start: ticks run concurrently, and each sweep must run in one only.
-        let tick_no = self
-            .ticks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.label_sweep_is_due() {
+        if self.label_sweep.due() {
             self.label_unlabeled(&mut report).await;
         }
         let deployments = match self.cluster.deployments().await {
@@ -447,7 +457,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         self.export_phases(&phases);
         // One list per namespace and kind for the whole tick (see `lists`).
         let lists = lists::Lists::default();
-        self.clean_orphans(&deployments, &index, &lists, tick_no, &mut report)
+        self.clean_orphans(&deployments, &index, &lists, &mut report)
             .await;
         // Let go of the cache's snapshot: this tick may wait long for its writes, and every
         // tick holding all Deployments as they were when it started keeps one generation of
@@ -690,7 +700,6 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         deployments: &[Arc<Deployment>],
         index: &HashMap<(String, String), &Deployment>,
         lists: &lists::Lists,
-        tick_no: u64,
         report: &mut TickReport,
     ) {
         // Gone: deleted, or deleted and re-created under the same name (no rollout state).
@@ -731,8 +740,8 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         }
         // Routes outlive the twin: after the garbage collector removed it and this process
         // restarted, only the routes still name the deleted owner. Look for them on the first
-        // tick of a leader and every SWEEP_EVERY ticks after.
-        if tick_no % SWEEP_EVERY == 0 {
+        // tick of a leader and every SWEEP_EVERY after.
+        if self.orphan_sweep.due() {
             match self.cluster.virtual_services_everywhere().await {
                 Ok(all) => {
                     for vs in all {

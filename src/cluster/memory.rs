@@ -43,6 +43,16 @@ struct Inner {
     version: u64,
 }
 
+impl Inner {
+    /// A stored Deployment to change in place (copied first if a list still shares it).
+    fn deployment_mut(&mut self, ns: &str, name: &str) -> Result<&mut Deployment, KubeError> {
+        self.deployments
+            .get_mut(&key(ns, name))
+            .map(Arc::make_mut)
+            .ok_or(KubeError::NotFound)
+    }
+}
+
 #[derive(Default)]
 pub struct MemoryCluster {
     inner: Mutex<Inner>,
@@ -287,12 +297,7 @@ impl Cluster for MemoryCluster {
     async fn label_rollout(&self, ns: &str, name: &str) -> Result<(), KubeError> {
         let mut inner = self.write("label deployment", &format!("{ns}/{name}"))?;
         let version = inner.version.to_string();
-        let d = Arc::make_mut(
-            inner
-                .deployments
-                .get_mut(&key(ns, name))
-                .ok_or(KubeError::NotFound)?,
-        );
+        let d = inner.deployment_mut(ns, name)?;
         d.metadata
             .labels
             .get_or_insert_with(BTreeMap::new)
@@ -350,12 +355,7 @@ impl Cluster for MemoryCluster {
         self.wait_if_held("patch deployment", &target).await;
         let mut inner = self.write("patch deployment", &target)?;
         let version = inner.version.to_string();
-        let d = Arc::make_mut(
-            inner
-                .deployments
-                .get_mut(&key(ns, name))
-                .ok_or(KubeError::NotFound)?,
-        );
+        let d = inner.deployment_mut(ns, name)?;
         if d.metadata.resource_version.as_deref() != Some(resource_version) {
             return Err(KubeError::Conflict);
         }
