@@ -6,7 +6,7 @@
 //! objects each per step, the API server's cost growing with the square of the rollouts.
 //! Items are shared (`Arc`), so handing a namespace's list to another rollout copies pointers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Service;
@@ -21,15 +21,12 @@ type Slot<T> = Arc<tokio::sync::Mutex<Option<Vec<Arc<T>>>>>;
 /// One kind's lists by namespace. Errors are not kept: the next reader lists again.
 pub(super) struct Memo<T> {
     by_ns: Mutex<HashMap<String, Slot<T>>>,
-    /// Lists actually sent to the API server.
-    lists: std::sync::atomic::AtomicUsize,
 }
 
 impl<T> Default for Memo<T> {
     fn default() -> Self {
         Memo {
             by_ns: Mutex::default(),
-            lists: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -52,8 +49,6 @@ impl<T> Memo<T> {
         if let Some(items) = slot.as_ref() {
             return Ok(items.clone());
         }
-        self.lists
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let items: Vec<Arc<T>> = fetch().await?.into_iter().map(Arc::new).collect();
         *slot = Some(items.clone());
         Ok(items)
@@ -66,11 +61,6 @@ impl<T> Memo<T> {
         if let Some(items) = slot.as_mut() {
             edit(items);
         }
-    }
-
-    #[cfg(test)]
-    fn lists_sent(&self) -> usize {
-        self.lists.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -92,20 +82,6 @@ pub(super) fn remove<T>(items: &mut Vec<Arc<T>>, name: &str, name_of: impl Fn(&T
     items.retain(|o| name_of(o) != Some(name));
 }
 
-/// Sets and removes annotations as a merge patch does.
-pub(super) fn annotate(
-    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    annotations: &BTreeMap<String, Option<String>>,
-) {
-    let map = meta.annotations.get_or_insert_with(BTreeMap::new);
-    for (k, v) in annotations {
-        match v {
-            Some(v) => map.insert(k.clone(), v.clone()),
-            None => map.remove(k),
-        };
-    }
-}
-
 /// The three kinds a tick lists per namespace.
 #[derive(Default)]
 pub(super) struct Lists {
@@ -122,18 +98,28 @@ impl Lists {
     ) -> Result<Vec<Arc<Service>>, KubeError> {
         self.services.get(ns, || cluster.services(ns)).await
     }
-
-    /// Lists sent to the API server this tick, all kinds.
-    #[cfg(test)]
-    fn lists_sent(&self) -> usize {
-        self.services.lists_sent() + self.istio.lists_sent() + self.gateway.lists_sent()
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
     use crate::cluster::memory::MemoryCluster;
+
+    /// The namespace's Services through the memo, counting the lists sent in `sent`.
+    async fn listed(
+        lists: &Lists,
+        cluster: &MemoryCluster,
+        ns: &str,
+        sent: &AtomicUsize,
+    ) -> Vec<Arc<Service>> {
+        let fetch = || {
+            sent.fetch_add(1, Ordering::Relaxed);
+            cluster.services(ns)
+        };
+        lists.services.get(ns, fetch).await.expect("listed")
+    }
 
     fn service(ns: &str, name: &str) -> Service {
         let mut s = Service::default();
@@ -148,11 +134,12 @@ mod tests {
         cluster.put_service(service("a", "one"));
         cluster.put_service(service("b", "two"));
         let lists = Lists::default();
+        let sent = AtomicUsize::new(0);
         for _ in 0..3 {
-            assert_eq!(lists.services(&cluster, "a").await.expect("a").len(), 1);
+            assert_eq!(listed(&lists, &cluster, "a", &sent).await.len(), 1);
         }
-        assert_eq!(lists.services(&cluster, "b").await.expect("b").len(), 1);
-        assert_eq!(lists.lists_sent(), 2, "one list per namespace");
+        assert_eq!(listed(&lists, &cluster, "b", &sent).await.len(), 1);
+        assert_eq!(sent.load(Ordering::Relaxed), 2, "one list per namespace");
         // A write of this tick shows in the shared list without another list.
         lists
             .services
@@ -166,7 +153,7 @@ mod tests {
             v.iter().filter_map(|s| s.metadata.name.clone()).collect()
         };
         assert_eq!(
-            names(lists.services(&cluster, "a").await.expect("a")),
+            names(listed(&lists, &cluster, "a", &sent).await),
             ["one", "one-canary"]
         );
         lists
@@ -176,25 +163,25 @@ mod tests {
             })
             .await;
         assert_eq!(
-            names(lists.services(&cluster, "a").await.expect("a")),
+            names(listed(&lists, &cluster, "a", &sent).await),
             ["one-canary"]
         );
         // A namespace never read is not fetched by an update.
         lists.services.update("c", |_| panic!("not read")).await;
-        assert_eq!(lists.lists_sent(), 2);
+        assert_eq!(sent.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
     async fn a_failed_list_is_not_kept() {
         let cluster = MemoryCluster::new();
         let lists = Lists::default();
-        let failing = || async { Err::<Vec<Service>, _>(KubeError::Api("down".into())) };
+        let sent = AtomicUsize::new(0);
+        let failing = || {
+            sent.fetch_add(1, Ordering::Relaxed);
+            async { Err::<Vec<Service>, _>(KubeError::Api("down".into())) }
+        };
         assert!(lists.services.get("a", failing).await.is_err());
-        assert!(lists
-            .services(&cluster, "a")
-            .await
-            .expect("listed")
-            .is_empty());
-        assert_eq!(lists.lists_sent(), 2);
+        assert!(listed(&lists, &cluster, "a", &sent).await.is_empty());
+        assert_eq!(sent.load(Ordering::Relaxed), 2);
     }
 }

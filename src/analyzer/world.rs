@@ -8,10 +8,10 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::lists::{annotate, put, remove, Lists, Memo};
+use super::lists::{put, remove, Lists, Memo};
 use super::Item;
 use crate::annotations as ann;
-use crate::cluster::{ignore_not_found, Cluster, KubeError};
+use crate::cluster::{ignore_not_found, merge_annotations, Cluster, KubeError};
 use crate::gateway_api::{HTTPRoute, HTTPRouteRule};
 use crate::istio::{HttpRoute, VirtualService};
 use crate::rollout::routes::gateway::Gateway;
@@ -175,7 +175,7 @@ impl RouteStore for Istio {
     ) -> VirtualService {
         let mut route = route.clone();
         route.spec.http = rules.to_vec();
-        annotate(&mut route.metadata, annotations);
+        merge_annotations(&mut route.metadata, annotations);
         route
     }
     fn list<'a, C: Cluster>(
@@ -219,7 +219,7 @@ impl RouteStore for Gateway {
     ) -> HTTPRoute {
         let mut route = route.clone();
         route.spec.rules = rules.to_vec();
-        annotate(&mut route.metadata, annotations);
+        merge_annotations(&mut route.metadata, annotations);
         route
     }
     fn list<'a, C: Cluster>(

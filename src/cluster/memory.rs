@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;
 
-use super::{Cluster, KubeError};
+use super::{merge_annotations, Cluster, KubeError};
 use crate::annotations as ann;
 use crate::gateway_api::{HTTPRoute, HTTPRouteRule};
 use crate::istio::{HttpRoute, VirtualService};
@@ -359,13 +359,7 @@ impl Cluster for MemoryCluster {
         if d.metadata.resource_version.as_deref() != Some(resource_version) {
             return Err(KubeError::Conflict);
         }
-        let map = d.metadata.annotations.get_or_insert_with(BTreeMap::new);
-        for (k, v) in annotations {
-            match v {
-                Some(v) => map.insert(k, v),
-                None => map.remove(&k),
-            };
-        }
+        merge_annotations(&mut d.metadata, &annotations);
         if let (Some(p), Some(spec)) = (paused, d.spec.as_mut()) {
             if spec.paused.unwrap_or(false) != p {
                 spec.paused = Some(p);
@@ -437,13 +431,7 @@ impl Cluster for MemoryCluster {
             .get_mut(&key(ns, name))
             .ok_or(KubeError::NotFound)?;
         vs.spec.http = http.to_vec();
-        let map = vs.metadata.annotations.get_or_insert_with(BTreeMap::new);
-        for (k, v) in annotations {
-            match v {
-                Some(v) => map.insert(k, v),
-                None => map.remove(&k),
-            };
-        }
+        merge_annotations(&mut vs.metadata, &annotations);
         Ok(())
     }
 
@@ -493,13 +481,7 @@ impl Cluster for MemoryCluster {
             route.metadata.generation = Some(route.metadata.generation.unwrap_or(1) + 1);
         }
         route.spec.rules = rules.to_vec();
-        let map = route.metadata.annotations.get_or_insert_with(BTreeMap::new);
-        for (k, v) in annotations {
-            match v {
-                Some(v) => map.insert(k, v),
-                None => map.remove(&k),
-            };
-        }
+        merge_annotations(&mut route.metadata, &annotations);
         Ok(())
     }
 

@@ -146,6 +146,21 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), KubeError>> + Send;
 }
 
+/// Sets and removes annotations the way a merge patch of `annotations` does (`None`
+/// removes), for stores that keep objects in memory.
+pub fn merge_annotations(
+    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    annotations: &BTreeMap<String, Option<String>>,
+) {
+    let map = meta.annotations.get_or_insert_with(BTreeMap::new);
+    for (k, v) in annotations {
+        match v {
+            Some(v) => map.insert(k.clone(), v.clone()),
+            None => map.remove(k),
+        };
+    }
+}
+
 /// Deletes are idempotent: gone already is fine.
 pub fn ignore_not_found(r: Result<(), KubeError>) -> Result<(), KubeError> {
     match r {
