@@ -186,6 +186,14 @@ impl KubeCluster {
     fn apply_params() -> PatchParams {
         PatchParams::apply(FIELD_MANAGER).force()
     }
+
+    /// A merge patch under canary-gate's field manager.
+    fn merge_params() -> PatchParams {
+        PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        }
+    }
 }
 
 /// A list of HTTPRoutes answered 404: the Gateway API CRDs are not installed, so no route
@@ -246,13 +254,9 @@ impl Cluster for KubeCluster {
     async fn label_rollout(&self, ns: &str, name: &str) -> Result<(), KubeError> {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
         let body = json!({"metadata": {"labels": {crate::annotations::ROLLOUT_LABEL: "true"}}});
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
         self.call(
             "label deployment",
-            api.patch(name, &params, &Patch::Merge(body)),
+            api.patch(name, &Self::merge_params(), &Patch::Merge(body)),
         )
         .await
         .map(|_| ())
@@ -302,13 +306,9 @@ impl Cluster for KubeCluster {
         if let Some(p) = paused {
             body["spec"] = json!({"paused": p});
         }
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
         self.call(
             "patch deployment",
-            api.patch(name, &params, &Patch::Merge(body)),
+            api.patch(name, &Self::merge_params(), &Patch::Merge(body)),
         )
         .await
         .map(|_| ())
@@ -381,13 +381,9 @@ impl Cluster for KubeCluster {
     ) -> Result<(), KubeError> {
         let api: Api<VirtualService> = Api::namespaced(self.client.clone(), ns);
         let body = json!({"metadata": {"annotations": annotations}, "spec": {"http": http}});
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
         self.call(
             "patch virtualservice",
-            api.patch(name, &params, &Patch::Merge(body)),
+            api.patch(name, &Self::merge_params(), &Patch::Merge(body)),
         )
         .await
         .map(|_| ())
@@ -442,13 +438,9 @@ impl Cluster for KubeCluster {
     ) -> Result<(), KubeError> {
         let api: Api<HTTPRoute> = Api::namespaced(self.client.clone(), ns);
         let body = json!({"metadata": {"annotations": annotations}, "spec": {"rules": rules}});
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
         self.call(
             "patch httproute",
-            api.patch(name, &params, &Patch::Merge(body)),
+            api.patch(name, &Self::merge_params(), &Patch::Merge(body)),
         )
         .await
         .map(|_| ())
