@@ -105,10 +105,7 @@ impl KubeCluster {
             d.metadata.managed_fields = None;
             // A twin's pod spec is never read back (twins are built from the stable): at
             // 10,000 rollouts that is half of what the cache would hold.
-            let twin = d.metadata.labels.as_ref().is_some_and(|l| {
-                l.get(crate::annotations::MANAGED_LABEL)
-                    .is_some_and(|v| v == "true")
-            });
+            let twin = crate::rollout::twin::created_by_us(&d.metadata);
             if let (true, Some(spec)) = (twin, d.spec.as_mut()) {
                 spec.template.spec = None;
             }

@@ -71,6 +71,13 @@ fn owner_ref(stable: &Deployment) -> Option<OwnerReference> {
     })
 }
 
+/// Whether canary-gate created the object: the label `managed_meta` writes.
+pub fn created_by_us(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .is_some_and(|l| l.get(ann::MANAGED_LABEL).is_some_and(|v| v == "true"))
+}
+
 /// Metadata of every object canary-gate creates: the managed label (the validating webhook
 /// guards on it) and the owning stable Deployment.
 pub(crate) fn managed_meta(

@@ -201,10 +201,7 @@ pub fn original_http(vs: &VirtualService) -> Option<Vec<HttpRoute>> {
 }
 
 pub fn is_created_by_us(vs: &VirtualService) -> bool {
-    vs.metadata
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.get(ann::MANAGED_LABEL).is_some_and(|v| v == "true"))
+    crate::rollout::twin::created_by_us(&vs.metadata)
 }
 
 /// Canary share of the Service's traffic in a VirtualService (for status and tests).

@@ -120,10 +120,7 @@ pub trait RouteKind {
             .and_then(|raw| serde_json::from_str(raw).ok())
     }
     fn is_created_by_us(route: &Self::Route) -> bool {
-        Self::meta(route)
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.get(ann::MANAGED_LABEL).is_some_and(|v| v == "true"))
+        crate::rollout::twin::created_by_us(Self::meta(route))
     }
     /// The rollout (stable Deployment name) this route is split for.
     fn owner(route: &Self::Route) -> Option<&str> {
