@@ -225,6 +225,21 @@ impl Held {
         }
     }
 
+    fn kind(self) -> EventType {
+        match self {
+            Held::NotEnoughData | Held::Undecided => EventType::Normal,
+            Held::StableDegraded => EventType::Warning,
+        }
+    }
+
+    fn message(self, reason: &str) -> String {
+        let tail = match self {
+            Held::StableDegraded => "the canary is not worse, weight held",
+            Held::NotEnoughData | Held::Undecided => "weight held",
+        };
+        format!("{}{reason}; {tail}", self.prefix())
+    }
+
     /// Whether `message` is one this reason wrote.
     fn is(self, message: &str) -> bool {
         message.starts_with(self.prefix()) && message.ends_with("weight held")
@@ -249,11 +264,12 @@ impl Machine {
     /// (an API write each) only when the previous check did not hold for the same reason.
     /// Ten thousand rollouts waiting for traffic must not write ten thousand Events per
     /// interval that say what the last ones said.
-    fn held(&mut self, kind: EventType, why: Held, message: String) {
+    fn held(&mut self, why: Held, reason: &str) {
+        let message = why.message(reason);
         if why.is(&self.s.message) {
             self.s.message = message;
         } else {
-            self.event(kind, why.reason(), message);
+            self.event(why.kind(), why.reason(), message);
         }
     }
 
@@ -636,32 +652,17 @@ impl Machine {
             Verdict::NotEnoughData { reason } => {
                 self.s.inconclusive_checks = 0;
                 self.effects.push(Effect::Check("not_enough_data"));
-                self.held(
-                    EventType::Normal,
-                    Held::NotEnoughData,
-                    format!("{}{reason}; weight held", Held::NotEnoughData.prefix()),
-                );
+                self.held(Held::NotEnoughData, reason);
             }
             Verdict::Undecided { reason } => {
                 self.s.inconclusive_checks = 0;
                 self.effects.push(Effect::Check("undecided"));
-                self.held(
-                    EventType::Normal,
-                    Held::Undecided,
-                    format!("{}{reason}; weight held", Held::Undecided.prefix()),
-                );
+                self.held(Held::Undecided, reason);
             }
             Verdict::StableDegraded { reason } => {
                 self.s.inconclusive_checks = 0;
                 self.effects.push(Effect::Check("stable_degraded"));
-                self.held(
-                    EventType::Warning,
-                    Held::StableDegraded,
-                    format!(
-                        "{}{reason}; the canary is not worse, weight held",
-                        Held::StableDegraded.prefix()
-                    ),
-                );
+                self.held(Held::StableDegraded, reason);
             }
         }
     }
