@@ -130,19 +130,10 @@ fn apiserver(rollouts: usize, unmanaged: usize, interval_s: u64) -> anyhow::Resu
         let (template, _warnings) =
             admitted_deployment(&[("canary-gate.io/interval", interval.as_str())])?;
         let service = podinfo_service();
-        let typed = |d: Deployment| -> anyhow::Result<serde_json::Value> {
-            let mut v = serde_json::to_value(d)?;
-            v["apiVersion"] = "apps/v1".into();
-            v["kind"] = "Deployment".into();
-            Ok(v)
-        };
         for i in 0..rollouts {
             let (ns, name) = names(i);
-            api.put(&typed(rename_deployment(&template, &ns, &name)?)?);
-            let mut s = serde_json::to_value(rename_service(&service, &ns, &name))?;
-            s["apiVersion"] = "v1".into();
-            s["kind"] = "Service".into();
-            api.put(&s);
+            api.put(&rename_deployment(&template, &ns, &name)?);
+            api.put(&rename_service(&service, &ns, &name));
         }
         // The same Deployment before any canary-gate involvement: no rollout, no label.
         let mut plain = template.clone();
@@ -153,7 +144,7 @@ fn apiserver(rollouts: usize, unmanaged: usize, interval_s: u64) -> anyhow::Resu
         for i in 0..unmanaged {
             let ns = format!("ns-{:02}", i % NAMESPACES);
             let name = format!("other-{i:05}");
-            api.put(&typed(rename_deployment(&plain, &ns, &name)?)?);
+            api.put(&rename_deployment(&plain, &ns, &name)?);
         }
         println!("ADDR {}", api.addr());
         std::io::stdout().flush()?;

@@ -23,13 +23,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use support::apiserver::FakeApiServer;
 use support::scenario::{admitted_deployment, podinfo_service, NAME, NS};
 
-fn with_kind(d: &Deployment) -> serde_json::Value {
-    let mut v = serde_json::to_value(d).expect("json");
-    v["apiVersion"] = "apps/v1".into();
-    v["kind"] = "Deployment".into();
-    v
-}
-
 fn renamed(d: &Deployment, name: &str) -> Deployment {
     let mut d = d.clone();
     d.metadata.name = Some(name.into());
@@ -141,12 +134,9 @@ async fn the_watch_holds_only_managed_deployments_and_older_rollouts_get_labelle
     let mut older = renamed(&managed, "older");
     older.metadata.labels = None;
     for d in [&managed, &plain, &older] {
-        api.put(&with_kind(d));
+        api.put(d);
     }
-    let mut svc = serde_json::to_value(podinfo_service()).expect("svc");
-    svc["apiVersion"] = "v1".into();
-    svc["kind"] = "Service".into();
-    api.put(&svc);
+    api.put(&podinfo_service());
 
     let (cluster, changed) = cluster(&api).await;
     assert_eq!(

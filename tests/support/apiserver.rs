@@ -88,9 +88,10 @@ impl FakeApiServer {
     }
 
     /// Stores an object as a user's `kubectl apply` would, without counting it as a call.
+    /// Typed objects serialise their own `apiVersion` and `kind`, which pick the resource.
     pub fn put(&self, object: &impl serde::Serialize) {
         let value = serde_json::to_value(object).expect("object as JSON");
-        let (resource, kind) = resource_of(&value).expect("a resource this server keeps");
+        let resource = resource_of(&value).expect("a resource this server keeps");
         let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
         let ns = value["metadata"]["namespace"]
             .as_str()
@@ -100,8 +101,6 @@ impl FakeApiServer {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let mut value = value;
-        value["kind"] = json!(kind);
         store_write(&self.shared, &mut store, resource, &ns, &name, None, value);
     }
 
@@ -136,12 +135,13 @@ impl FakeApiServer {
     }
 }
 
-fn resource_of(v: &Value) -> Option<(&'static str, &'static str)> {
+/// The plural of the object's `kind`, if this server keeps that resource.
+fn resource_of(v: &Value) -> Option<&'static str> {
     let kind = v["kind"].as_str()?;
     RESOURCES
         .iter()
         .find(|(_, _, k)| *k == kind)
-        .map(|(_, plural, k)| (*plural, *k))
+        .map(|(_, plural, _)| *plural)
 }
 
 fn status(code: StatusCode, reason: &str, message: String) -> Response {
