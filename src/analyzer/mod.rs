@@ -421,6 +421,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 .tick_ids
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            let mut keys = Vec::new();
             for d in &deployments {
                 let Some(phase) = d
                     .metadata
@@ -436,21 +437,21 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                     d.metadata.name.clone().unwrap_or_default(),
                 );
                 if busy.contains_key(&key) {
-                    *phases.entry(phase).or_default() += 1;
                     report.busy += 1;
+                } else if let Some(item) = self.item(d, &index) {
+                    busy.insert(key.clone(), id);
+                    keys.push(key);
+                    items.push(item);
+                } else {
                     continue;
                 }
-                if let Some(item) = self.item(d, &index) {
-                    *phases.entry(item.state.phase).or_default() += 1;
-                    busy.insert(key, id);
-                    items.push(item);
-                }
+                *phases.entry(phase).or_default() += 1;
             }
             items.shrink_to_fit();
             Claim {
                 busy: &self.busy,
                 id,
-                keys: items.iter().map(Item::key).collect(),
+                keys,
             }
         };
         report.rollouts = items.len() + report.busy;
