@@ -314,7 +314,7 @@ fn state_patch(obj: &Object, state: &RolloutState) -> Patch {
         );
     }
     for (key, value) in state.to_annotations() {
-        let path = PointerBuf::from_tokens(["metadata", "annotations", key]);
+        let path = pointer(&["metadata", "annotations", key]);
         match value {
             Some(v) => patch.0.push(PatchOperation::Add(AddOperation {
                 path,
@@ -330,7 +330,7 @@ fn state_patch(obj: &Object, state: &RolloutState) -> Patch {
     if existing.contains_key(ann::ACTION) {
         // An action meant for the previous rollout must not hit the new one.
         patch.0.push(PatchOperation::Remove(RemoveOperation {
-            path: PointerBuf::from_tokens(["metadata", "annotations", ann::ACTION]),
+            path: pointer(&["metadata", "annotations", ann::ACTION]),
         }));
     }
     patch
@@ -356,8 +356,25 @@ fn label_patch(obj: &Object, patch: &mut Patch) {
     );
 }
 
+/// The JSON pointer to `tokens`, escaped (RFC 6901) into one string: jsonptr's `from_tokens`
+/// allocates for every token with a `/`, which every annotation key has.
+fn pointer(tokens: &[&str]) -> PointerBuf {
+    let mut path = String::with_capacity(tokens.iter().map(|t| t.len() + 4).sum());
+    for token in tokens {
+        path.push('/');
+        for c in token.chars() {
+            match c {
+                '~' => path.push_str("~0"),
+                '/' => path.push_str("~1"),
+                c => path.push(c),
+            }
+        }
+    }
+    PointerBuf::parse(path).unwrap_or_else(|_| PointerBuf::from_tokens(tokens.iter().copied()))
+}
+
 fn add(patch: &mut Patch, tokens: &[&str], value: Value) {
-    let path = PointerBuf::from_tokens(tokens.iter().copied());
+    let path = pointer(tokens);
     patch
         .0
         .push(PatchOperation::Add(AddOperation { path, value }));
@@ -385,6 +402,22 @@ mod tests {
         obj["metadata"]["annotations"][key]
             .as_str()
             .map(str::to_string)
+    }
+
+    #[test]
+    fn pointers_are_escaped_like_jsonptr_does() {
+        for tokens in [
+            &["metadata", "annotations", ann::PHASE][..],
+            &["metadata", "labels", "a~b/c~1"],
+            &["spec", "paused"],
+            &[""],
+        ] {
+            assert_eq!(
+                pointer(tokens),
+                PointerBuf::from_tokens(tokens.iter().copied()),
+                "{tokens:?}"
+            );
+        }
     }
 
     #[test]
