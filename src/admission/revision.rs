@@ -20,9 +20,7 @@ pub fn template_revision(template: &RawValue) -> String {
     // The apiserver sends maps with their keys in order, so the canonical form can usually be
     // written while parsing, without building a tree: half the cost of the tree path, which is
     // kept for keys out of order (or repeated) and gives the same bytes.
-    let mut de = serde_json::Deserializer::from_str(text);
-    let streamed = Sorted(&mut canonical).deserialize(&mut de).is_ok() && de.end().is_ok();
-    if !streamed {
+    if !write_sorted(text, &mut canonical) {
         canonical.clear();
         match serde_json::from_str::<Node>(text) {
             Ok(node) => node.write_canonical(&mut canonical),
@@ -36,6 +34,13 @@ pub fn template_revision(template: &RawValue) -> String {
         .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
         .map(char::from)
         .collect()
+}
+
+/// The canonical form of `text` into `out` without a tree; false (with `out` partly written)
+/// when `text` is not one JSON value whose object keys are all in strictly ascending order.
+fn write_sorted(text: &str, out: &mut Vec<u8>) -> bool {
+    let mut de = serde_json::Deserializer::from_str(text);
+    Sorted(out).deserialize(&mut de).is_ok() && de.end().is_ok()
 }
 
 /// Writes the canonical form of the JSON it parses into `.0`, and fails on the first object
@@ -71,16 +76,14 @@ impl<'de> Visitor<'de> for Sorted<'_> {
         write_json(&v, self.0);
         Ok(true)
     }
-    fn visit_f64<E>(self, v: f64) -> Result<bool, E> {
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<bool, E> {
+        // As in the tree path: a number JSON cannot hold is what serde_json makes of it, null.
         match Number::from_f64(v) {
             Some(n) => {
                 write_json(&n, self.0);
                 Ok(true)
             }
-            None => {
-                self.0.extend_from_slice(b"null");
-                Ok(false)
-            }
+            None => self.visit_unit(),
         }
     }
     fn visit_str<E>(self, v: &str) -> Result<bool, E> {
@@ -376,8 +379,7 @@ mod tests {
             .expect("parses")
             .write_canonical(&mut out);
         let mut streamed = Vec::new();
-        let mut de = serde_json::Deserializer::from_str(text);
-        if Sorted(&mut streamed).deserialize(&mut de).is_ok() && de.end().is_ok() {
+        if write_sorted(text, &mut streamed) {
             assert_eq!(
                 String::from_utf8_lossy(&streamed),
                 String::from_utf8_lossy(&out),
