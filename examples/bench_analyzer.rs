@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use canary_gate::analyzer::{wakes_analyzer, Analyzer};
+use canary_gate::analyzer::{woken_rollout, Analyzer};
 use canary_gate::cluster::kube::KubeCluster;
 use canary_gate::cluster::limit::KubeLimits;
 use canary_gate::cluster::Cluster;
@@ -508,7 +508,7 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
         limits,
         metrics.clone(),
         "bench".into(),
-        wakes_analyzer,
+        woken_rollout,
     );
     let changed = cluster.changed();
     tokio::spawn(watch);

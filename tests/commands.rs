@@ -672,7 +672,7 @@ async fn a_wake_from_the_watch_runs_a_tick_without_waiting_for_the_next_one() {
     let Rig { cluster, analyzer } = rig;
     let analyzer = Arc::new(analyzer);
     let (_leader_tx, leader_rx) = tokio::sync::watch::channel(true);
-    let changed = Arc::new(tokio::sync::Notify::new());
+    let changed = Arc::new(canary_gate::cluster::Wakes::default());
     // Ticks an hour apart: only the immediate first tick and wake-ups can move anything.
     let task = tokio::spawn(analyzer.clone().run(
         Duration::from_secs(3600),
@@ -699,8 +699,13 @@ async fn a_wake_from_the_watch_runs_a_tick_without_waiting_for_the_next_one() {
         0,
         "no traffic before the twin is seen ready"
     );
+    // A wake-up works on the rollouts it names: another one's twin turning ready does
+    // not step this one.
+    changed.wake(NS.into(), "someone-else".into());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(state(&cluster).weight, 0, "woken for another rollout");
     let woken = std::time::Instant::now();
-    changed.notify_one();
+    changed.wake(NS.into(), NAME.into());
     assert!(
         common::eventually(Duration::from_secs(5), || async {
             state(&cluster).weight == 10

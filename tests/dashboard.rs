@@ -633,7 +633,7 @@ async fn grafana_panels_return_data_during_a_rollout() {
         },
         metrics.clone(),
         "test".into(),
-        |_| false,
+        |_| None,
     );
     kube.list_deployments(Some("shop"))
         .await

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use canary_gate::analyzer::{wakes_analyzer, Analyzer};
+use canary_gate::analyzer::{woken_rollout, Analyzer};
 use canary_gate::cluster::kube::KubeCluster;
 use canary_gate::cluster::limit::KubeLimits;
 use canary_gate::cluster::Cluster;
@@ -29,7 +29,7 @@ fn renamed(d: &Deployment, name: &str) -> Deployment {
     d
 }
 
-async fn cluster(api: &FakeApiServer) -> (Arc<KubeCluster>, Arc<tokio::sync::Notify>) {
+async fn cluster(api: &FakeApiServer) -> (Arc<KubeCluster>, Arc<canary_gate::cluster::Wakes>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = kube::Config::new(api.url().parse().expect("url"));
     let client = kube::Client::try_from(config).expect("client");
@@ -41,7 +41,7 @@ async fn cluster(api: &FakeApiServer) -> (Arc<KubeCluster>, Arc<tokio::sync::Not
         },
         Metrics::new(),
         "test".into(),
-        wakes_analyzer,
+        woken_rollout,
     );
     tokio::spawn(watch);
     cluster.wait_ready().await;

@@ -6,6 +6,7 @@
 
 pub mod hooks;
 mod lists;
+mod parsed;
 pub mod run;
 mod world;
 
@@ -63,6 +64,8 @@ pub struct Analyzer<C, Q> {
     /// Rollouts a running tick is working on: a later tick, started while that one still
     /// waits for its writes, leaves them alone.
     busy: Mutex<HashMap<RolloutKey, u64>>,
+    /// Each rollout's state and settings, parsed once per change of its Deployment.
+    parsed: parsed::ParseCache,
     /// The label sweep: the first tick of a leader, then every `LABEL_SWEEP_EVERY`.
     label_sweep: Every,
     /// The orphan sweep over every route: the first tick of a leader, then every `SWEEP_EVERY`.
@@ -107,22 +110,24 @@ const WAKE_SETTLE: Duration = Duration::from_millis(50);
 
 /// Changes the analyzer acts on at once (`run`'s `changed`): a twin with all pods ready (its
 /// first traffic step), a promoted stable Deployment that finished rolling out (handover and
-/// cleanup). Everything else waits for the tick.
-pub fn wakes_analyzer(d: &Deployment) -> bool {
-    let annotations = d.metadata.annotations.as_ref();
-    let is_twin = d
-        .metadata
+/// cleanup). Everything else waits for the tick. Names the rollout: (namespace, stable).
+pub fn woken_rollout(d: &Deployment) -> Option<RolloutKey> {
+    let meta = &d.metadata;
+    let (namespace, name) = (meta.namespace.as_deref()?, meta.name.as_deref()?);
+    let managed = meta
         .labels
         .as_ref()
-        .is_some_and(|l| l.contains_key(ann::MANAGED_LABEL))
-        && d.metadata
-            .name
-            .as_deref()
-            .is_some_and(|n| n.ends_with("-canary"));
-    let promoting = annotations
+        .is_some_and(|l| l.contains_key(ann::MANAGED_LABEL));
+    if let (true, Some(stable)) = (managed, name.strip_suffix(crate::rollout::twin::SUFFIX)) {
+        return (deployment_ready(d) == TwinStatus::Ready)
+            .then(|| (namespace.to_string(), stable.to_string()));
+    }
+    let promoting = meta
+        .annotations
+        .as_ref()
         .and_then(|a| a.get(ann::PHASE))
         .is_some_and(|p| p == Phase::Promoting.as_str());
-    (is_twin && deployment_ready(d) == TwinStatus::Ready) || (promoting && stable_rolled_out(d))
+    (promoting && stable_rolled_out(d)).then(|| (namespace.to_string(), name.to_string()))
 }
 
 /// Default of `--peek-interval`: a couple of Prometheus scrapes at a 1 s scrape interval.
@@ -177,6 +182,10 @@ impl Every {
 
 /// (namespace, name) of a stable Deployment.
 type RolloutKey = (String, String);
+/// A tick's Deployments by (namespace, name).
+type Index<'a> = HashMap<(&'a str, &'a str), &'a Arc<Deployment>>;
+/// The rollouts a wake-up names.
+type WokenKeys = std::collections::HashSet<RolloutKey>;
 /// (phase, weight, canary revision) the world was reconciled to.
 type Reconciled = (Phase, u32, String);
 
@@ -190,8 +199,8 @@ struct Item {
     deployment: Arc<Deployment>,
     namespace: String,
     name: String,
-    state: RolloutState,
-    settings: Settings,
+    state: Arc<RolloutState>,
+    settings: Arc<Settings>,
     twin: TwinStatus,
     twin_present: bool,
 }
@@ -238,6 +247,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             hook_calls: outbound.map(|o| hooks::HookCalls::new(o, metrics.clone())),
             notifier: crate::outbound::notify::Notifier::disabled(),
             busy: Mutex::default(),
+            parsed: parsed::ParseCache::default(),
             tick_ids: std::sync::atomic::AtomicU64::new(0),
             label_sweep: Every::new(LABEL_SWEEP_EVERY),
             orphan_sweep: Every::new(SWEEP_EVERY),
@@ -311,7 +321,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         self: Arc<Self>,
         every: Duration,
         leader: tokio::sync::watch::Receiver<bool>,
-        changed: Option<Arc<tokio::sync::Notify>>,
+        changed: Option<Arc<crate::cluster::Wakes>>,
     ) {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -320,7 +330,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         let wake_in_flight = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let woken = || async {
             match &changed {
-                Some(n) => n.notified().await,
+                Some(w) => w.woken().await,
                 None => std::future::pending().await,
             }
         };
@@ -364,17 +374,21 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 continue;
             }
             let analyzer = self.clone();
-            let wake = woke.then(|| wake_in_flight.clone());
+            let wake = woke
+                .then(|| changed.clone().map(|w| (wake_in_flight.clone(), w)))
+                .flatten();
             running.spawn(
                 async move {
-                    if let Some(flag) = wake {
+                    let mut only = None;
+                    if let Some((flag, wakes)) = wake {
                         // Let the burst (a twin's pods turning ready one by one) settle into
                         // this tick; the wait is the tick's, so the schedule is not held up.
                         tokio::time::sleep(WAKE_SETTLE).await;
                         flag.store(false, std::sync::atomic::Ordering::Release);
+                        only = Some(wakes.take());
                     }
                     let started = std::time::Instant::now();
-                    let report = analyzer.tick(Timestamp::now()).await;
+                    let report = analyzer.tick_over(Timestamp::now(), only.as_ref()).await;
                     analyzer
                         .metrics
                         .tick_duration
@@ -389,8 +403,16 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
     }
 
     pub async fn tick(&self, now: Timestamp) -> TickReport {
+        self.tick_over(now, None).await
+    }
+
+    /// A tick over every rollout, or (`only`, a wake-up from the watch) over the rollouts
+    /// named: those get their step at once; the sweeps, the look between checks and the
+    /// phase gauges are the scheduled ticks' (at most a second away).
+    async fn tick_over(&self, now: Timestamp, only: Option<&WokenKeys>) -> TickReport {
         let mut report = TickReport::default();
-        if self.label_sweep.due() {
+        let full = only.is_none();
+        if full && self.label_sweep.due() {
             self.label_unlabeled(&mut report).await;
         }
         let deployments = match self.cluster.deployments().await {
@@ -400,18 +422,29 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 return report;
             }
         };
-        let index: HashMap<(String, String), &Deployment> = deployments
+        let index: Index = deployments
             .iter()
             .map(|d| {
                 (
                     (
-                        d.metadata.namespace.clone().unwrap_or_default(),
-                        d.metadata.name.clone().unwrap_or_default(),
+                        d.metadata.namespace.as_deref().unwrap_or_default(),
+                        d.metadata.name.as_deref().unwrap_or_default(),
                     ),
-                    &**d,
+                    d,
                 )
             })
             .collect();
+        if full {
+            self.parsed
+                .retain(|ns, name| index.contains_key(&(ns, name)));
+        }
+        let candidates: Vec<&Arc<Deployment>> = match only {
+            None => deployments.iter().collect(),
+            Some(keys) => keys
+                .iter()
+                .filter_map(|(ns, name)| index.get(&(ns.as_str(), name.as_str())).copied())
+                .collect(),
+        };
         // Rollouts an earlier tick is still writing are its own; claim the rest. Items are
         // built for the claimed ones only: a tick in flight holds no more than its own work.
         let mut phases: HashMap<Phase, i64> = HashMap::new();
@@ -422,7 +455,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
             let mut keys = Vec::new();
-            for d in &deployments {
+            for d in candidates {
                 let Some(phase) = d
                     .metadata
                     .annotations
@@ -455,11 +488,13 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             }
         };
         report.rollouts = items.len() + report.busy;
-        self.export_phases(&phases);
         // One list per namespace and kind for the whole tick (see `lists`).
         let lists = lists::Lists::default();
-        self.clean_orphans(&deployments, &index, &lists, &mut report)
-            .await;
+        if full {
+            self.export_phases(&phases);
+            self.clean_orphans(&deployments, &index, &lists, &mut report)
+                .await;
+        }
         // Let go of the cache's snapshot: this tick may wait long for its writes, and every
         // tick holding all Deployments as they were when it started keeps one generation of
         // the cache alive per tick in flight (tens of MiB at 1,000 rollouts). The items keep
@@ -537,7 +572,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         // Between checks, a look at the evidence so far for every Progressing canary, at
         // most every `peek_every` (decisive evidence rolls back at once, see
         // `machine::peek_due`). Peeks ride in the same four queries as the checks.
-        let peeks: Vec<usize> = if self.peek_is_due(now) {
+        let peeks: Vec<usize> = if full && self.peek_is_due(now) {
             (0..items.len())
                 .filter(|&i| self.in_sync(&items[i]) && !fresh.contains(&i))
                 .filter(|&i| {
@@ -699,16 +734,15 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
     async fn clean_orphans(
         &self,
         deployments: &[Arc<Deployment>],
-        index: &HashMap<(String, String), &Deployment>,
+        index: &Index<'_>,
         lists: &lists::Lists,
         report: &mut TickReport,
     ) {
         // Gone: deleted, or deleted and re-created under the same name (no rollout state).
-        let gone = |key: &RolloutKey| {
-            index.get(key).is_none_or(|d| {
-                let annotations = d.metadata.annotations.clone().unwrap_or_default();
-                RolloutState::from_annotations(&annotations).is_err()
-            })
+        let gone = |(ns, name): &RolloutKey| {
+            index
+                .get(&(ns.as_str(), name.as_str()))
+                .is_none_or(|d| self.parsed.get(d, &self.defaults).is_none())
         };
         let mut orphans: Vec<RolloutKey> = self
             .reconciled
@@ -820,26 +854,15 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         batch
     }
 
-    fn item(
-        &self,
-        d: &Arc<Deployment>,
-        index: &HashMap<(String, String), &Deployment>,
-    ) -> Option<Item> {
-        let annotations = d.metadata.annotations.clone().unwrap_or_default();
-        let state = RolloutState::from_annotations(&annotations).ok()?;
-        // A Deployment that opted out keeps its last state; it is still worked on so that the
-        // cleanup of a cancelled rollout happens (once: then the memo says it is in sync).
-        let settings =
-            Settings::from_annotations(&self.defaults, &annotations).unwrap_or_else(|errors| {
-                tracing::warn!(%errors, "invalid settings on a running rollout; using defaults");
-                Settings::from(&self.defaults)
-            });
+    fn item(&self, d: &Arc<Deployment>, index: &Index<'_>) -> Option<Item> {
+        let (state, settings) = self.parsed.get(d, &self.defaults)?;
         let namespace = d.metadata.namespace.clone().unwrap_or_default();
         let name = d.metadata.name.clone().unwrap_or_default();
         // A twin of another revision (a newer template was applied mid-rollout) is not this
         // rollout's twin: it is re-applied and must become ready again before any traffic.
+        let twin_key = twin_name(&name);
         let twin = index
-            .get(&(namespace.clone(), twin_name(&name)))
+            .get(&(namespace.as_str(), twin_key.as_str()))
             .filter(|t| {
                 t.metadata
                     .annotations
@@ -851,6 +874,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             None => TwinStatus::Missing,
             Some(t) => deployment_ready(t),
         };
+        let twin_present = twin.is_some();
         Some(Item {
             deployment: Arc::clone(d),
             namespace,
@@ -858,7 +882,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             state,
             settings,
             twin: twin_status,
-            twin_present: twin.is_some(),
+            twin_present,
         })
     }
 
@@ -901,12 +925,13 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
     ) -> (Vec<String>, Vec<String>) {
         let mut transitions = Vec::new();
         let mut errors = Vec::new();
+        let empty = BTreeMap::new();
         let annotations = item
             .deployment
             .metadata
             .annotations
-            .clone()
-            .unwrap_or_default();
+            .as_ref()
+            .unwrap_or(&empty);
         let action = annotations.get(ann::ACTION).and_then(|a| Action::parse(a));
         let raw_action = annotations.contains_key(ann::ACTION);
         let stable_rolled_out = stable_rolled_out(&item.deployment);
@@ -952,7 +977,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             );
         }
         let clear_action = raw_action;
-        let changed = next != item.state || clear_action;
+        let changed = next != *item.state || clear_action;
         if changed {
             let mut patch: BTreeMap<String, Option<String>> = next
                 .to_annotations()
@@ -1185,8 +1210,12 @@ mod tests {
                 "status": {"observedGeneration": 1, "readyReplicas": ready, "updatedReplicas": 2}
             }))
         };
-        assert!(wakes_analyzer(&twin(2)), "twin ready: first traffic step");
-        assert!(!wakes_analyzer(&twin(1)), "twin still starting");
+        assert_eq!(
+            woken_rollout(&twin(2)),
+            Some(("shop".to_string(), "podinfo".to_string())),
+            "twin ready: first traffic step, for its stable"
+        );
+        assert!(woken_rollout(&twin(1)).is_none(), "twin still starting");
 
         let stable = |phase: &str, paused: bool, available: i32| {
             deployment(serde_json::json!({
@@ -1197,25 +1226,26 @@ mod tests {
                     "availableReplicas": available}
             }))
         };
-        assert!(
-            wakes_analyzer(&stable("Promoting", false, 2)),
+        assert_eq!(
+            woken_rollout(&stable("Promoting", false, 2)),
+            Some(("shop".to_string(), "podinfo".to_string())),
             "promoted stable rolled out"
         );
         assert!(
-            !wakes_analyzer(&stable("Promoting", false, 1)),
+            woken_rollout(&stable("Promoting", false, 1)).is_none(),
             "still rolling"
         );
         assert!(
-            !wakes_analyzer(&stable("Progressing", true, 2)),
+            woken_rollout(&stable("Progressing", true, 2)).is_none(),
             "held stable"
         );
         assert!(
-            !wakes_analyzer(&stable("Succeeded", false, 2)),
+            woken_rollout(&stable("Succeeded", false, 2)).is_none(),
             "done already"
         );
         // A user's Deployment that happens to end in -canary is not a twin.
         let mut users = twin(2);
         users.metadata.labels = None;
-        assert!(!wakes_analyzer(&users));
+        assert!(woken_rollout(&users).is_none());
     }
 }

@@ -57,7 +57,7 @@ pub async fn start_in_cluster(
         args.analyzer.kube_limits(),
         metrics.clone(),
         args.analyzer.pod_name.clone(),
-        super::wakes_analyzer,
+        super::woken_rollout,
     );
     let changed = cluster.changed();
     tokio::spawn(watch);

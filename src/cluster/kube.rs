@@ -78,21 +78,21 @@ pub struct KubeCluster {
     instance: String,
     /// Notified when the watch sees a Deployment for which `wakes` says the analyzer should
     /// act now rather than at its next tick.
-    changed: Arc<tokio::sync::Notify>,
+    changed: Arc<super::Wakes>,
 }
 
 impl KubeCluster {
     /// Starts the Deployment watch (a reflector cache) and returns once it is constructed;
     /// `wait_ready` blocks until the first list arrived. `wakes` picks the changes that
-    /// notify `changed()`.
+    /// wake a rollout (`changed()`), and names it.
     pub fn start(
         client: Client,
         limits: KubeLimits,
         metrics: Arc<Metrics>,
         instance: String,
-        wakes: fn(&Deployment) -> bool,
+        wakes: fn(&Deployment) -> Option<(String, String)>,
     ) -> (Self, impl Future<Output = ()>) {
-        let changed = Arc::new(tokio::sync::Notify::new());
+        let changed = Arc::new(super::Wakes::default());
         let notify = changed.clone();
         let (store, writer) = reflector::store();
         let api: Api<Deployment> = Api::all(client.clone());
@@ -118,8 +118,11 @@ impl KubeCluster {
             .applied_objects()
             .for_each(move |r| {
                 match r {
-                    Ok(d) if wakes(&d) => notify.notify_one(),
-                    Ok(_) => {}
+                    Ok(d) => {
+                        if let Some((ns, name)) = wakes(&d) {
+                            notify.wake(ns, name);
+                        }
+                    }
                     Err(error) => tracing::warn!(%error, "deployment watch error; retrying"),
                 }
                 std::future::ready(())
@@ -137,8 +140,8 @@ impl KubeCluster {
         )
     }
 
-    /// Notified on the changes `start`'s `wakes` selected.
-    pub fn changed(&self) -> Arc<tokio::sync::Notify> {
+    /// The rollouts `start`'s `wakes` selected.
+    pub fn changed(&self) -> Arc<super::Wakes> {
         self.changed.clone()
     }
 

@@ -16,6 +16,38 @@ use crate::gateway_api::{HTTPRoute, HTTPRouteRule};
 use crate::istio::{HttpRoute, VirtualService};
 use crate::rollout::machine::EventType;
 
+/// Rollouts the watch saw change in a way the analyzer acts on at once (a twin turned
+/// ready, a promoted stable finished rolling out), and the signal that there are some. The
+/// tick a wake-up starts works on these rollouts only: a thousand twins turning ready at
+/// 10,000 rollouts must not make several passes a second over all of them.
+#[derive(Debug, Default)]
+pub struct Wakes {
+    keys: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Wakes {
+    /// Remember (namespace, name) of a stable Deployment and signal.
+    pub fn wake(&self, namespace: String, name: String) {
+        self.lock().insert((namespace, name));
+        self.notify.notify_one();
+    }
+
+    /// Until something was woken (since the last call returned).
+    pub async fn woken(&self) {
+        self.notify.notified().await
+    }
+
+    /// The rollouts woken so far, forgotten here.
+    pub fn take(&self) -> std::collections::HashSet<(String, String)> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<(String, String)>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum KubeError {
     #[error("not found")]

@@ -40,7 +40,7 @@ impl KubeArgs {
             },
             Metrics::new(),
             "canary-gate-cli".into(),
-            |_| false,
+            |_| None,
         );
         Ok((cluster, namespace))
     }
