@@ -160,6 +160,8 @@ fn apiserver(rollouts: usize, unmanaged: usize, interval_s: u64) -> anyhow::Resu
 fn child(args: &[String]) -> anyhow::Result<(Child, std::net::SocketAddr)> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(args)
+        // A heap profiler (heaptrack) preloaded into the bench measures the analyzer only.
+        .env_remove("LD_PRELOAD")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -1,12 +1,17 @@
-//! A tick's reads of Services and routes, one list per namespace and kind, shared by every
-//! rollout the tick works on and kept current by the tick's own writes.
+//! Reads of Services and routes, one list per namespace and kind per generation, shared by
+//! every tick and rollout of that generation and kept current by their own writes.
 //!
 //! Without it each rollout listed its namespace's Services, HTTPRoutes and VirtualServices
 //! itself: 10,000 rollouts in 20 namespaces stepping together made 30,000 lists of ~500
 //! objects each per step, the API server's cost growing with the square of the rollouts.
-//! Items are shared (`Arc`), so handing a namespace's list to another rollout copies pointers.
+//! A generation is one scheduled tick (`renew`): wake-up ticks between two scheduled ones read
+//! the same lists, and ticks still in flight never keep a list of their own (at 10,000
+//! rollouts, one per tick in flight held ~460 MiB). What is older than a generation is listed
+//! again, so a change by someone else shows within a tick interval.
+//! Items are shared (`Arc`), so handing a namespace's list to a reader copies one pointer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Service;
@@ -15,8 +20,16 @@ use crate::cluster::{Cluster, KubeError};
 use crate::gateway_api::HTTPRoute;
 use crate::istio::VirtualService;
 
-/// One namespace's list, once read.
-type Slot<T> = Arc<tokio::sync::Mutex<Option<Vec<Arc<T>>>>>;
+/// A namespace's list as read: shared with its readers, copied only on a write while read.
+pub(super) type Listed<T> = Arc<Vec<Arc<T>>>;
+
+/// One namespace's list, once read, and the generation it was read in.
+struct Read<T> {
+    generation: u64,
+    items: Option<Listed<T>>,
+}
+
+type Slot<T> = Arc<tokio::sync::Mutex<Read<T>>>;
 
 /// One kind's lists by namespace. Errors are not kept: the next reader lists again.
 pub(super) struct Memo<T> {
@@ -34,23 +47,41 @@ impl<T> Default for Memo<T> {
 impl<T> Memo<T> {
     fn cell(&self, ns: &str) -> Slot<T> {
         let mut by_ns = self.by_ns.lock().unwrap_or_else(|p| p.into_inner());
-        by_ns.entry(ns.to_string()).or_default().clone()
+        match by_ns.get(ns) {
+            Some(slot) => slot.clone(),
+            None => by_ns
+                .entry(ns.to_string())
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Mutex::new(Read {
+                        generation: 0,
+                        items: None,
+                    }))
+                })
+                .clone(),
+        }
     }
 
-    /// The namespace's list: fetched by the first reader (concurrent readers wait for it),
-    /// then shared.
-    pub(super) async fn get<F, Fut>(&self, ns: &str, fetch: F) -> Result<Vec<Arc<T>>, KubeError>
+    /// The namespace's list of this generation: fetched by the first reader (concurrent
+    /// readers wait for it), then shared.
+    async fn get<F, Fut>(&self, generation: u64, ns: &str, fetch: F) -> Result<Listed<T>, KubeError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<T>, KubeError>>,
     {
         let cell = self.cell(ns);
         let mut slot = cell.lock().await;
-        if let Some(items) = slot.as_ref() {
+        if let Some(items) = slot
+            .items
+            .as_ref()
+            .filter(|_| slot.generation >= generation)
+        {
             return Ok(items.clone());
         }
-        let items: Vec<Arc<T>> = fetch().await?.into_iter().map(Arc::new).collect();
-        *slot = Some(items.clone());
+        let items: Listed<T> = Arc::new(fetch().await?.into_iter().map(Arc::new).collect());
+        *slot = Read {
+            generation,
+            items: Some(items.clone()),
+        };
         Ok(items)
     }
 
@@ -58,9 +89,18 @@ impl<T> Memo<T> {
     pub(super) async fn update(&self, ns: &str, edit: impl FnOnce(&mut Vec<Arc<T>>)) {
         let cell = self.cell(ns);
         let mut slot = cell.lock().await;
-        if let Some(items) = slot.as_mut() {
-            edit(items);
+        if let Some(items) = slot.items.as_mut() {
+            edit(Arc::make_mut(items));
         }
+    }
+
+    /// Forgets the namespaces not read since `generation`: their lists would be stale anyway.
+    fn forget_before(&self, generation: u64) {
+        let mut by_ns = self.by_ns.lock().unwrap_or_else(|p| p.into_inner());
+        by_ns.retain(|_, slot| {
+            slot.try_lock()
+                .map_or(true, |read| read.generation >= generation)
+        });
     }
 }
 
@@ -82,21 +122,55 @@ pub(super) fn remove<T>(items: &mut Vec<Arc<T>>, name: &str, name_of: impl Fn(&T
     items.retain(|o| name_of(o) != Some(name));
 }
 
-/// The three kinds a tick lists per namespace.
+/// The three kinds the analyzer lists per namespace, and the current generation.
 #[derive(Default)]
 pub(super) struct Lists {
+    generation: AtomicU64,
     pub(super) services: Memo<Service>,
     pub(super) istio: Memo<VirtualService>,
     pub(super) gateway: Memo<HTTPRoute>,
 }
 
 impl Lists {
+    /// A new generation (a scheduled tick): lists read before are read again when next needed.
+    pub(super) fn renew(&self) {
+        let now = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        // Kept: what the previous generation read (its readers may still be writing).
+        let keep = now.saturating_sub(1);
+        self.services.forget_before(keep);
+        self.istio.forget_before(keep);
+        self.gateway.forget_before(keep);
+    }
+
+    /// Nothing read is kept (a new leader reads the cluster afresh).
+    pub(super) fn clear(&self) {
+        self.renew();
+        self.services.forget_before(u64::MAX);
+        self.istio.forget_before(u64::MAX);
+        self.gateway.forget_before(u64::MAX);
+    }
+
+    /// `memo`'s list of the namespace, of the current generation.
+    pub(super) async fn get<T, F, Fut>(
+        &self,
+        memo: &Memo<T>,
+        ns: &str,
+        fetch: F,
+    ) -> Result<Listed<T>, KubeError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<T>, KubeError>>,
+    {
+        memo.get(self.generation.load(Ordering::Acquire), ns, fetch)
+            .await
+    }
+
     pub(super) async fn services<C: Cluster>(
         &self,
         cluster: &C,
         ns: &str,
-    ) -> Result<Vec<Arc<Service>>, KubeError> {
-        self.services.get(ns, || cluster.services(ns)).await
+    ) -> Result<Listed<Service>, KubeError> {
+        self.get(&self.services, ns, || cluster.services(ns)).await
     }
 }
 
@@ -113,12 +187,12 @@ mod tests {
         cluster: &MemoryCluster,
         ns: &str,
         sent: &AtomicUsize,
-    ) -> Vec<Arc<Service>> {
+    ) -> Listed<Service> {
         let fetch = || {
             sent.fetch_add(1, Ordering::Relaxed);
             cluster.services(ns)
         };
-        lists.services.get(ns, fetch).await.expect("listed")
+        lists.get(&lists.services, ns, fetch).await.expect("listed")
     }
 
     fn service(ns: &str, name: &str) -> Service {
@@ -149,7 +223,7 @@ mod tests {
                 })
             })
             .await;
-        let names = |v: Vec<Arc<Service>>| -> Vec<String> {
+        let names = |v: Listed<Service>| -> Vec<String> {
             v.iter().filter_map(|s| s.metadata.name.clone()).collect()
         };
         assert_eq!(
@@ -180,8 +254,50 @@ mod tests {
             sent.fetch_add(1, Ordering::Relaxed);
             async { Err::<Vec<Service>, _>(KubeError::Api("down".into())) }
         };
-        assert!(lists.services.get("a", failing).await.is_err());
+        assert!(lists.get(&lists.services, "a", failing).await.is_err());
         assert!(listed(&lists, &cluster, "a", &sent).await.is_empty());
         assert_eq!(sent.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_generation_reads_once_the_next_reads_again_and_unread_namespaces_are_forgotten() {
+        let cluster = MemoryCluster::new();
+        cluster.put_service(service("a", "one"));
+        cluster.put_service(service("b", "two"));
+        let lists = Lists::default();
+        let sent = AtomicUsize::new(0);
+        listed(&lists, &cluster, "a", &sent).await;
+        listed(&lists, &cluster, "b", &sent).await;
+        // Someone else's change is not seen within the generation...
+        cluster.put_service(service("a", "other"));
+        assert_eq!(listed(&lists, &cluster, "a", &sent).await.len(), 1);
+        assert_eq!(sent.load(Ordering::Relaxed), 2);
+        // ...and is from the next one on, which lists again.
+        lists.renew();
+        assert_eq!(listed(&lists, &cluster, "a", &sent).await.len(), 2);
+        assert_eq!(sent.load(Ordering::Relaxed), 3);
+        // A reader still holding the old list keeps it; a write does not change it under them.
+        let held = listed(&lists, &cluster, "a", &sent).await;
+        lists
+            .services
+            .update("a", |items| {
+                remove(items, "one", |s| s.metadata.name.as_deref())
+            })
+            .await;
+        assert_eq!(held.len(), 2);
+        assert_eq!(listed(&lists, &cluster, "a", &sent).await.len(), 1);
+        // "b" was last read two generations back: its list is dropped, "a"'s is kept.
+        lists.renew();
+        let kept = |m: &Memo<Service>| {
+            let mut k: Vec<String> = m.by_ns.lock().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(kept(&lists.services), ["a"]);
+        lists.clear();
+        assert!(kept(&lists.services).is_empty());
+        // Read afresh: the cluster (this test wrote nothing to it) still holds both.
+        assert_eq!(listed(&lists, &cluster, "a", &sent).await.len(), 2);
+        assert_eq!(sent.load(Ordering::Relaxed), 4);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::lists::{put, remove, Lists, Memo};
+use super::lists::{put, remove, Listed, Lists, Memo};
 use super::Item;
 use crate::annotations as ann;
 use crate::cluster::{ignore_not_found, merge_annotations, Cluster, KubeError};
@@ -60,14 +60,26 @@ pub(super) async fn reconcile<C: Cluster>(
     state: &RolloutState,
 ) -> Result<bool, KubeError> {
     let ns = &item.namespace;
-    let services = lists.services(cluster, ns).await?;
-    let service = find_service(
-        &item.deployment,
-        &services,
-        item.settings.service.as_deref(),
-    )
-    .ok()
-    .cloned();
+    // What this rollout needs from the namespace's list, taken before any write: a list
+    // held across writes is a generation of all the namespace's Services kept alive.
+    let (service, canary_svc_present) = {
+        let services = lists.services(cluster, ns).await?;
+        let service = find_service(
+            &item.deployment,
+            &services,
+            item.settings.service.as_deref(),
+        )
+        .ok()
+        .cloned();
+        let canary = service
+            .as_ref()
+            .and_then(|s| s.metadata.name.as_deref())
+            .map(twin_name);
+        let present = services
+            .iter()
+            .any(|s| canary.is_some() && s.metadata.name == canary);
+        (service, present)
+    };
     match state.phase {
         Phase::Pending => Ok(false),
         Phase::Progressing | Phase::Paused | Phase::Promoting => {
@@ -93,9 +105,6 @@ pub(super) async fn reconcile<C: Cluster>(
                     wrote = true;
                 }
             }
-            let canary_svc_present = services
-                .iter()
-                .any(|s| s.metadata.name.as_deref() == Some(twin_name(&svc).as_str()));
             if !canary_svc_present {
                 if let Some(canary_svc) = build_canary_service(&item.deployment, &service) {
                     cluster.apply_service(&canary_svc).await?;
@@ -257,8 +266,8 @@ async fn routes<K: RouteStore, C: Cluster>(
     cluster: &C,
     lists: &Lists,
     ns: &str,
-) -> Result<Vec<Arc<K::Route>>, KubeError> {
-    K::memo(lists).get(ns, || K::list(cluster, ns)).await
+) -> Result<Listed<K::Route>, KubeError> {
+    lists.get(K::memo(lists), ns, || K::list(cluster, ns)).await
 }
 
 /// Writes a merge patch of a route and keeps the tick's list in line with it.
@@ -301,7 +310,7 @@ async fn set_routes<C: Cluster>(
         .and_then(|p| p.first())
         .map(|p| p.port);
     let http_routes = match router {
-        Router::Istio => Vec::new(),
+        Router::Istio => Arc::default(),
         Router::Auto | Router::GatewayApi => routes::<Gateway, C>(cluster, lists, ns).await?,
     };
     let gateway_routed = http_routes
@@ -318,13 +327,14 @@ async fn set_routes<C: Cluster>(
         weight,
     };
     if let Some(create) = plan.gateway {
-        wrote |=
-            set_kind::<Gateway, C>(cluster, lists, &http_routes, &target, create, &mut blocked)
-                .await?;
+        wrote |= set_kind::<Gateway, C>(cluster, lists, http_routes, &target, create, &mut blocked)
+            .await?;
+    } else {
+        drop(http_routes);
     }
     if let Some(create) = plan.istio {
         let all = routes::<Istio, C>(cluster, lists, ns).await?;
-        wrote |= set_kind::<Istio, C>(cluster, lists, &all, &target, create, &mut blocked).await?;
+        wrote |= set_kind::<Istio, C>(cluster, lists, all, &target, create, &mut blocked).await?;
     }
     if !blocked.is_empty() {
         return Err(KubeError::Api(blocked.join("; ")));
@@ -345,12 +355,25 @@ struct Target<'a> {
 async fn set_kind<K: RouteStore, C: Cluster>(
     cluster: &C,
     lists: &Lists,
-    all: &[Arc<K::Route>],
+    all: Listed<K::Route>,
     t: &Target<'_>,
     create: bool,
     blocked: &mut Vec<String>,
 ) -> Result<bool, KubeError> {
     let (ns, svc, owner) = (t.ns, t.svc, t.owner);
+    // The routes this rollout works on, taken before any write (the whole list is let go).
+    let mine: Vec<Arc<K::Route>> = all
+        .iter()
+        .filter(|r| {
+            !K::is_created_by_us(r) && (K::routes_to(r, svc, ns) || K::original(r).is_some())
+        })
+        .cloned()
+        .collect();
+    let current: Option<Arc<K::Route>> = all
+        .iter()
+        .find(|r| K::meta(r).name.as_deref() == Some(K::created_name(svc).as_str()))
+        .cloned();
+    drop(all);
     let mut covered = false;
     let mut wrote = false;
     // Never send traffic to a canary backend the implementation reports unresolved.
@@ -361,9 +384,7 @@ async fn set_kind<K: RouteStore, C: Cluster>(
         }
         None => t.weight,
     };
-    for route in all.iter().map(|r| &**r).filter(|r| {
-        !K::is_created_by_us(r) && (K::routes_to(r, svc, ns) || K::original(r).is_some())
-    }) {
+    for route in mine.iter().map(|r| &**r) {
         covered |= K::covers(route, svc, ns);
         if K::owner(route).is_some_and(|o| o != owner) {
             // Another rollout splits this route now: never add a second route for the same
@@ -385,10 +406,7 @@ async fn set_kind<K: RouteStore, C: Cluster>(
         }
     }
     if create && !covered {
-        let current = all
-            .iter()
-            .map(|r| &**r)
-            .find(|r| K::meta(r).name.as_deref() == Some(K::created_name(svc).as_str()));
+        let current = current.as_deref();
         let weight = current.map_or(t.weight, &mut weight_for);
         let desired = K::created(ns, svc, t.port, owner, weight);
         if current.map(K::rules) != Some(K::rules(&desired)) {
@@ -417,20 +435,26 @@ pub(super) async fn cleanup<C: Cluster>(
     restore::<Gateway, C>(cluster, lists, ns, owner).await?;
     restore::<Istio, C>(cluster, lists, ns, owner).await?;
     ignore_not_found(cluster.delete_deployment(ns, &twin_name(owner)).await)?;
-    for svc in lists.services(cluster, ns).await? {
-        let managed = svc
-            .metadata
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.contains_key(ann::MANAGED_LABEL));
-        if managed && owner_of(svc.metadata.annotations.as_ref()) == Some(owner) {
-            let name = svc.metadata.name.clone().unwrap_or_default();
-            ignore_not_found(cluster.delete_service(ns, &name).await)?;
-            lists
-                .services
-                .update(ns, |items| remove(items, &name, service_name))
-                .await;
-        }
+    let canary_services: Vec<String> = lists
+        .services(cluster, ns)
+        .await?
+        .iter()
+        .filter(|svc| {
+            let managed = svc
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(ann::MANAGED_LABEL));
+            managed && owner_of(svc.metadata.annotations.as_ref()) == Some(owner)
+        })
+        .map(|svc| svc.metadata.name.clone().unwrap_or_default())
+        .collect();
+    for name in canary_services {
+        ignore_not_found(cluster.delete_service(ns, &name).await)?;
+        lists
+            .services
+            .update(ns, |items| remove(items, &name, service_name))
+            .await;
     }
     Ok(())
 }
@@ -442,10 +466,13 @@ async fn restore<K: RouteStore, C: Cluster>(
     ns: &str,
     owner: &str,
 ) -> Result<(), KubeError> {
-    for route in routes::<K, C>(cluster, lists, ns).await? {
-        if K::owner(&route) != Some(owner) {
-            continue;
-        }
+    let owned: Vec<Arc<K::Route>> = routes::<K, C>(cluster, lists, ns)
+        .await?
+        .iter()
+        .filter(|r| K::owner(r) == Some(owner))
+        .cloned()
+        .collect();
+    for route in owned {
         let name = K::name(&route);
         if K::is_created_by_us(&route) {
             ignore_not_found(K::delete(cluster, ns, &name).await)?;

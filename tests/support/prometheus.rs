@@ -359,6 +359,8 @@ fn spawn(binary: &Path, config: &Path, dir: &Path, port: u16) -> anyhow::Result<
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--log.level=warn")
         .current_dir(dir)
+        // A heap profiler's preload on the bench is for the analyzer, not for Prometheus.
+        .env_remove("LD_PRELOAD")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
