@@ -57,8 +57,20 @@ fn main() {
                 black_box(mutate::decide(&req, &cfg, now));
             })
         };
+        // The answer the server sends for this decision: with the patch and warnings if any.
+        let answer = match mutate::decide(&req, &cfg, now) {
+            mutate::Mutation::Patch {
+                patch, warnings, ..
+            } if kind != "validate" => (Some(patch), warnings),
+            _ => (None, Vec::new()),
+        };
         let encode = per_call(|| {
-            black_box(review::Answer::allow(&req).encode());
+            let base = review::Answer::allow(&req);
+            let a = match &answer {
+                (Some(patch), warnings) => base.with_patch(patch, warnings.clone()).expect("patch"),
+                _ => base,
+            };
+            black_box(a.encode());
         });
         println!(
             "{kind:>12} ({name}, {} bytes): scan only {scan:?} | decode {decode:?}, decide {decide:?}, encode {encode:?}",
