@@ -4,10 +4,11 @@
 //! Without it each rollout listed its namespace's Services, HTTPRoutes and VirtualServices
 //! itself: 10,000 rollouts in 20 namespaces stepping together made 30,000 lists of ~500
 //! objects each per step, the API server's cost growing with the square of the rollouts.
-//! A generation is one scheduled tick (`renew`): wake-up ticks between two scheduled ones read
-//! the same lists, and ticks still in flight never keep a list of their own (at 10,000
-//! rollouts, one per tick in flight held ~460 MiB). What is older than a generation is listed
-//! again, so a change by someone else shows within a tick interval.
+//! A generation is one scheduled tick, run or skipped (`renew`): wake-up ticks between two
+//! scheduled ones read the same Services and VirtualServices (HTTPRoutes, whose status the
+//! Gateway implementation writes, are read again), and ticks still in flight never keep a
+//! list of their own (at 10,000 rollouts, one per tick in flight held ~460 MiB). What is older
+//! than a generation is listed again, so a change by someone else shows within a tick interval.
 //! Items are shared (`Arc`), so handing a namespace's list to a reader copies one pointer.
 
 use std::collections::HashMap;
@@ -34,12 +35,15 @@ type Slot<T> = Arc<tokio::sync::Mutex<Read<T>>>;
 /// One kind's lists by namespace. Errors are not kept: the next reader lists again.
 pub(super) struct Memo<T> {
     by_ns: Mutex<HashMap<String, Slot<T>>>,
+    /// The current generation of this kind's lists.
+    generation: AtomicU64,
 }
 
 impl<T> Default for Memo<T> {
     fn default() -> Self {
         Memo {
             by_ns: Mutex::default(),
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -61,13 +65,14 @@ impl<T> Memo<T> {
         }
     }
 
-    /// The namespace's list of this generation: fetched by the first reader (concurrent
-    /// readers wait for it), then shared.
-    async fn get<F, Fut>(&self, generation: u64, ns: &str, fetch: F) -> Result<Listed<T>, KubeError>
+    /// The namespace's list of the current generation: fetched by the first reader
+    /// (concurrent readers wait for it), then shared.
+    pub(super) async fn get<F, Fut>(&self, ns: &str, fetch: F) -> Result<Listed<T>, KubeError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<T>, KubeError>>,
     {
+        let generation = self.generation.load(Ordering::Acquire);
         let cell = self.cell(ns);
         let mut slot = cell.lock().await;
         if let Some(items) = slot
@@ -92,6 +97,13 @@ impl<T> Memo<T> {
         if let Some(items) = slot.items.as_mut() {
             edit(Arc::make_mut(items));
         }
+    }
+
+    /// A new generation: lists read before are read again when next needed. Namespaces not
+    /// read in the previous generation are forgotten (their readers are done with them).
+    pub(super) fn renew(&self) {
+        let now = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.forget_before(now.saturating_sub(1));
     }
 
     /// Forgets the namespaces not read since `generation`: their lists would be stale anyway.
@@ -122,24 +134,28 @@ pub(super) fn remove<T>(items: &mut Vec<Arc<T>>, name: &str, name_of: impl Fn(&T
     items.retain(|o| name_of(o) != Some(name));
 }
 
-/// The three kinds the analyzer lists per namespace, and the current generation.
+/// The three kinds the analyzer lists per namespace.
 #[derive(Default)]
 pub(super) struct Lists {
-    generation: AtomicU64,
     pub(super) services: Memo<Service>,
     pub(super) istio: Memo<VirtualService>,
     pub(super) gateway: Memo<HTTPRoute>,
 }
 
 impl Lists {
-    /// A new generation (a scheduled tick): lists read before are read again when next needed.
+    /// A new generation of every kind (a scheduled tick, run or skipped).
     pub(super) fn renew(&self) {
-        let now = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        // Kept: what the previous generation read (its readers may still be writing).
-        let keep = now.saturating_sub(1);
-        self.services.forget_before(keep);
-        self.istio.forget_before(keep);
-        self.gateway.forget_before(keep);
+        self.services.renew();
+        self.istio.renew();
+        self.gateway.renew();
+    }
+
+    /// Before a wake-up tick: HTTPRoutes are read again. Their status is written by the
+    /// Gateway implementation (`ResolvedRefs=False` for a canary backend it cannot reach)
+    /// after our own write put the route in the list as we sent it, and a twin turning ready
+    /// must not take its first weight on a report older than that.
+    pub(super) fn renew_reported(&self) {
+        self.gateway.renew();
     }
 
     /// Nothing read is kept (a new leader reads the cluster afresh).
@@ -150,27 +166,12 @@ impl Lists {
         self.gateway.forget_before(u64::MAX);
     }
 
-    /// `memo`'s list of the namespace, of the current generation.
-    pub(super) async fn get<T, F, Fut>(
-        &self,
-        memo: &Memo<T>,
-        ns: &str,
-        fetch: F,
-    ) -> Result<Listed<T>, KubeError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<T>, KubeError>>,
-    {
-        memo.get(self.generation.load(Ordering::Acquire), ns, fetch)
-            .await
-    }
-
     pub(super) async fn services<C: Cluster>(
         &self,
         cluster: &C,
         ns: &str,
     ) -> Result<Listed<Service>, KubeError> {
-        self.get(&self.services, ns, || cluster.services(ns)).await
+        self.services.get(ns, || cluster.services(ns)).await
     }
 }
 
@@ -192,7 +193,7 @@ mod tests {
             sent.fetch_add(1, Ordering::Relaxed);
             cluster.services(ns)
         };
-        lists.get(&lists.services, ns, fetch).await.expect("listed")
+        lists.services.get(ns, fetch).await.expect("listed")
     }
 
     fn service(ns: &str, name: &str) -> Service {
@@ -254,7 +255,7 @@ mod tests {
             sent.fetch_add(1, Ordering::Relaxed);
             async { Err::<Vec<Service>, _>(KubeError::Api("down".into())) }
         };
-        assert!(lists.get(&lists.services, "a", failing).await.is_err());
+        assert!(lists.services.get("a", failing).await.is_err());
         assert!(listed(&lists, &cluster, "a", &sent).await.is_empty());
         assert_eq!(sent.load(Ordering::Relaxed), 2);
     }
@@ -299,5 +300,24 @@ mod tests {
         // Read afresh: the cluster (this test wrote nothing to it) still holds both.
         assert_eq!(listed(&lists, &cluster, "a", &sent).await.len(), 2);
         assert_eq!(sent.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_reads_routes_again_but_not_services() {
+        let cluster = MemoryCluster::new();
+        cluster.put_service(service("a", "one"));
+        let lists = Lists::default();
+        let (services, routes) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let route_list = || {
+            routes.fetch_add(1, Ordering::Relaxed);
+            cluster.http_routes("a")
+        };
+        listed(&lists, &cluster, "a", &services).await;
+        lists.gateway.get("a", route_list).await.expect("routes");
+        lists.renew_reported();
+        listed(&lists, &cluster, "a", &services).await;
+        lists.gateway.get("a", route_list).await.expect("routes");
+        assert_eq!(services.load(Ordering::Relaxed), 1, "Services kept");
+        assert_eq!(routes.load(Ordering::Relaxed), 2, "HTTPRoutes read again");
     }
 }

@@ -370,6 +370,9 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                     wake_in_flight.store(false, std::sync::atomic::Ordering::Release);
                     continue;
                 }
+                // Lists still age by the schedule: the wake-up ticks that run meanwhile
+                // must not work on lists from before the skip.
+                self.lists.renew();
                 self.metrics.ticks_skipped.inc();
                 tracing::warn!(
                     running = running.len(),
@@ -418,6 +421,8 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         let full = only.is_none();
         if full {
             self.lists.renew();
+        } else {
+            self.lists.renew_reported();
         }
         if full && self.label_sweep.due() {
             self.label_unlabeled(&mut report).await;

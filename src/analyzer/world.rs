@@ -267,7 +267,7 @@ async fn routes<K: RouteStore, C: Cluster>(
     lists: &Lists,
     ns: &str,
 ) -> Result<Listed<K::Route>, KubeError> {
-    lists.get(K::memo(lists), ns, || K::list(cluster, ns)).await
+    K::memo(lists).get(ns, || K::list(cluster, ns)).await
 }
 
 /// Writes a merge patch of a route and keeps the tick's list in line with it.
