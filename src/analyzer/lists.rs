@@ -30,6 +30,15 @@ struct Read<T> {
     items: Option<Listed<T>>,
 }
 
+impl<T> Default for Read<T> {
+    fn default() -> Self {
+        Read {
+            generation: 0,
+            items: None,
+        }
+    }
+}
+
 type Slot<T> = Arc<tokio::sync::Mutex<Read<T>>>;
 
 /// One kind's lists by namespace. Errors are not kept: the next reader lists again.
@@ -51,17 +60,10 @@ impl<T> Default for Memo<T> {
 impl<T> Memo<T> {
     fn cell(&self, ns: &str) -> Slot<T> {
         let mut by_ns = self.by_ns.lock().unwrap_or_else(|p| p.into_inner());
+        // Looked up first: every read of every rollout comes here, a new namespace rarely.
         match by_ns.get(ns) {
             Some(slot) => slot.clone(),
-            None => by_ns
-                .entry(ns.to_string())
-                .or_insert_with(|| {
-                    Arc::new(tokio::sync::Mutex::new(Read {
-                        generation: 0,
-                        items: None,
-                    }))
-                })
-                .clone(),
+            None => by_ns.entry(ns.to_string()).or_default().clone(),
         }
     }
 
