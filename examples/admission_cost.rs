@@ -72,8 +72,17 @@ fn main() {
             };
             black_box(a.encode());
         });
+        // One pod template's revision, the part of a patch decision that grows with the template.
+        let template = req
+            .object
+            .as_ref()
+            .and_then(|o| o.spec.as_ref())
+            .and_then(|s| s.template.as_ref());
+        let revision = per_call(|| {
+            black_box(template.map(|t| canary_gate::admission::revision::template_revision(t)));
+        });
         println!(
-            "{kind:>12} ({name}, {} bytes): scan only {scan:?} | decode {decode:?}, decide {decide:?}, encode {encode:?}",
+            "{kind:>12} ({name}, {} bytes): scan only {scan:?} | decode {decode:?}, decide {decide:?} (one revision {revision:?}), encode {encode:?}",
             body.len()
         );
     }

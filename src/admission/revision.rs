@@ -16,17 +16,7 @@ use super::pod::PodTemplate;
 /// JSON that does not parse (the apiserver never sends it) hashes its raw text.
 pub fn template_revision(template: &RawValue) -> String {
     let text = template.get();
-    let mut canonical = Vec::with_capacity(text.len());
-    // The apiserver sends maps with their keys in order, so the canonical form can usually be
-    // written while parsing, without building a tree: half the cost of the tree path, which is
-    // kept for keys out of order (or repeated) and gives the same bytes.
-    if !write_sorted(text, &mut canonical) {
-        canonical.clear();
-        match serde_json::from_str::<Node>(text) {
-            Ok(node) => node.write_canonical(&mut canonical),
-            Err(_) => canonical.extend_from_slice(text.as_bytes()),
-        }
-    }
+    let canonical = canonical_form(text).unwrap_or_else(|| text.as_bytes().to_vec());
     let digest = ring::digest::digest(&ring::digest::SHA256, &canonical);
     const HEX: &[u8; 16] = b"0123456789abcdef";
     digest.as_ref()[..5]
@@ -36,217 +26,204 @@ pub fn template_revision(template: &RawValue) -> String {
         .collect()
 }
 
-/// The canonical form of `text` into `out` without a tree; false (with `out` partly written)
-/// when `text` is not one JSON value whose object keys are all in strictly ascending order.
-fn write_sorted(text: &str, out: &mut Vec<u8>) -> bool {
+/// The canonical form of `text`, or None when it is not one JSON value.
+///
+/// Written in one pass, without a tree: each object's members are written as they are parsed
+/// and, only if its keys were not already in strictly ascending order, moved into order
+/// afterwards (a copy of the object's bytes). The apiserver writes struct fields in Go's
+/// declaration order (`name` before `image`), so nearly every object of a real template
+/// needs the move: an earlier fast path for sorted input never applied to a real review, and
+/// fell back to building a tree after the failed try.
+fn canonical_form(text: &str) -> Option<Vec<u8>> {
+    let mut writer = Writer {
+        out: Vec::with_capacity(text.len()),
+        scratch: Vec::new(),
+        members: Vec::new(),
+    };
     let mut de = serde_json::Deserializer::from_str(text);
-    Sorted(out).deserialize(&mut de).is_ok() && de.end().is_ok()
+    Canonical(&mut writer).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(writer.out)
 }
 
-/// Writes the canonical form of the JSON it parses into `.0`, and fails on the first object
-/// key that is not greater than the one before it (out of order or repeated). Its value says
-/// whether what it wrote was a non-null value, so that an object can leave out null members.
-struct Sorted<'o>(&'o mut Vec<u8>);
+/// The output, and what objects being written share: `members` is a stack (an object's
+/// members sit above its parent's until it is done), `scratch` holds an object's bytes while
+/// they are put in order.
+struct Writer<'de> {
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    members: Vec<Member<'de>>,
+}
 
-impl<'de> DeserializeSeed<'de> for Sorted<'_> {
+/// One `"key":value` of the object being written, at `out[range]` (empty for a null value,
+/// which is left out but still shadows an earlier member of the same key).
+struct Member<'de> {
+    key: Cow<'de, str>,
+    range: std::ops::Range<usize>,
+}
+
+/// Writes the canonical form of the JSON it parses; its value says whether what it wrote was
+/// a non-null value, so that an object can leave out null members.
+struct Canonical<'w, 'de>(&'w mut Writer<'de>);
+
+impl<'de> DeserializeSeed<'de> for Canonical<'_, 'de> {
     type Value = bool;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Sorted<'_> {
+impl<'de> Visitor<'de> for Canonical<'_, 'de> {
     type Value = bool;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
     fn visit_unit<E>(self) -> Result<bool, E> {
-        self.0.extend_from_slice(b"null");
+        self.0.out.extend_from_slice(b"null");
         Ok(false)
     }
     fn visit_bool<E>(self, v: bool) -> Result<bool, E> {
-        self.0.extend_from_slice(if v { b"true" } else { b"false" });
+        self.0
+            .out
+            .extend_from_slice(if v { b"true" } else { b"false" });
         Ok(true)
     }
     fn visit_u64<E>(self, v: u64) -> Result<bool, E> {
-        write_json(&v, self.0);
+        write_json(&v, &mut self.0.out);
         Ok(true)
     }
     fn visit_i64<E>(self, v: i64) -> Result<bool, E> {
-        write_json(&v, self.0);
+        write_json(&v, &mut self.0.out);
         Ok(true)
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<bool, E> {
-        // As in the tree path: a number JSON cannot hold is what serde_json makes of it, null.
+        // A number JSON cannot hold is what serde_json makes of it: null.
         match Number::from_f64(v) {
             Some(n) => {
-                write_json(&n, self.0);
+                write_json(&n, &mut self.0.out);
                 Ok(true)
             }
             None => self.visit_unit(),
         }
     }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<bool, E> {
+        write_str(v, true, &mut self.0.out);
+        Ok(true)
+    }
     fn visit_str<E>(self, v: &str) -> Result<bool, E> {
-        write_json(v, self.0);
+        write_str(v, false, &mut self.0.out);
         Ok(true)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        self.0.push(b'[');
+        let w = self.0;
+        w.out.push(b'[');
         let mut first = true;
         loop {
-            let mark = self.0.len();
+            let mark = w.out.len();
             if !first {
-                self.0.push(b',');
+                w.out.push(b',');
             }
-            if seq.next_element_seed(Sorted(&mut *self.0))?.is_none() {
-                self.0.truncate(mark);
+            if seq.next_element_seed(Canonical(&mut *w))?.is_none() {
+                w.out.truncate(mark);
                 break;
             }
             first = false;
         }
-        self.0.push(b']');
+        w.out.push(b']');
         Ok(true)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        self.0.push(b'{');
-        let mut previous: Option<Cow<'de, str>> = None;
-        let mut first = true;
-        while let Some(key) = map.next_key::<Node>()? {
-            let Node::String(key) = key else {
-                return Err(serde::de::Error::custom("object key is not a string"));
-            };
-            if previous.as_ref().is_some_and(|p| *p >= key) {
-                return Err(serde::de::Error::custom("object keys out of order"));
+        let w = self.0;
+        w.out.push(b'{');
+        let body = w.out.len();
+        let base = w.members.len();
+        let mut in_order = true;
+        let mut written_any = false;
+        while let Some(Key(key)) = map.next_key()? {
+            in_order &= w.members[base..].last().is_none_or(|m| m.key < key);
+            let mark = w.out.len();
+            // In order, the separator is written now; out of order, the move writes them.
+            if in_order && written_any {
+                w.out.push(b',');
             }
-            let mark = self.0.len();
-            if !first {
-                self.0.push(b',');
-            }
-            write_json(&*key, self.0);
-            self.0.push(b':');
-            if map.next_value_seed(Sorted(&mut *self.0))? {
-                first = false;
+            let start = w.out.len();
+            write_str(&key, matches!(key, Cow::Borrowed(_)), &mut w.out);
+            w.out.push(b':');
+            let written = map.next_value_seed(Canonical(&mut *w))?;
+            let range = if written {
+                written_any = true;
+                start..w.out.len()
             } else {
-                self.0.truncate(mark);
-            }
-            previous = Some(key);
+                w.out.truncate(mark);
+                mark..mark
+            };
+            w.members.push(Member { key, range });
         }
-        self.0.push(b'}');
+        if !in_order {
+            w.scratch.clear();
+            w.scratch.extend_from_slice(&w.out[body..]);
+            w.out.truncate(body);
+            let members = &mut w.members[base..];
+            // Stable, so that of duplicate keys the last one wins, as in serde_json.
+            members.sort_by(|a, b| a.key.cmp(&b.key));
+            let mut first = true;
+            for (i, m) in members.iter().enumerate() {
+                let shadowed = members.get(i + 1).is_some_and(|next| next.key == m.key);
+                if shadowed || m.range.is_empty() {
+                    continue;
+                }
+                if !first {
+                    w.out.push(b',');
+                }
+                first = false;
+                w.out
+                    .extend_from_slice(&w.scratch[m.range.start - body..m.range.end - body]);
+            }
+        }
+        w.members.truncate(base);
+        w.out.push(b'}');
         Ok(true)
     }
 }
 
-/// A parsed JSON value that borrows its strings from the input where it can: a few small
-/// allocations instead of `serde_json::Value`'s map nodes and owned strings.
-#[derive(Debug)]
-enum Node<'a> {
-    Null,
-    Bool(bool),
-    Number(Number),
-    String(Cow<'a, str>),
-    Array(Vec<Node<'a>>),
-    Object(Vec<(Cow<'a, str>, Node<'a>)>),
-}
+/// An object key, borrowed from the input unless it has escapes.
+struct Key<'de>(Cow<'de, str>);
 
-impl Node<'_> {
-    fn write_canonical(&self, out: &mut Vec<u8>) {
-        match self {
-            Node::Null => out.extend_from_slice(b"null"),
-            Node::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-            Node::Number(n) => write_json(n, out),
-            Node::String(s) => write_json(s, out),
-            Node::Array(items) => {
-                out.push(b'[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    item.write_canonical(out);
-                }
-                out.push(b']');
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
             }
-            Node::Object(entries) => {
-                let mut sorted: Vec<&(Cow<str>, Node)> = entries.iter().collect();
-                // Stable, so that of duplicate keys the last one wins, as in serde_json.
-                sorted.sort_by(|a, b| a.0.cmp(&b.0));
-                out.push(b'{');
-                let mut first = true;
-                for (i, (key, value)) in sorted.iter().map(|e| (&e.0, &e.1)).enumerate() {
-                    let shadowed = sorted.get(i + 1).is_some_and(|next| next.0 == *key);
-                    if shadowed || matches!(value, Node::Null) {
-                        continue;
-                    }
-                    if !first {
-                        out.push(b',');
-                    }
-                    first = false;
-                    write_json(key, out);
-                    out.push(b':');
-                    value.write_canonical(out);
-                }
-                out.push(b'}');
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
             }
         }
+        d.deserialize_str(V)
+    }
+}
+
+/// A JSON string as serde_json writes it. One borrowed from the input had no escapes there,
+/// so it holds nothing serde_json would escape (`"`, `\\`, control characters cannot appear
+/// unescaped in JSON) and is copied as it is.
+fn write_str(s: &str, borrowed: bool, out: &mut Vec<u8>) {
+    if borrowed {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        write_json(s, out);
     }
 }
 
 fn write_json<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
     // Serialising a string or number cannot fail; an empty write would only weaken the hash.
     let _ = serde_json::to_writer(&mut *out, v);
-}
-
-impl<'de> Deserialize<'de> for Node<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Node<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Node::Null)
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(Node::Bool(v))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Node::Number(v.into()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Node::Number(v.into()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-                // JSON numbers are finite; `null` is what serde_json would make of anything else.
-                Ok(Number::from_f64(v).map_or(Node::Null, Node::Number))
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Node::String(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Node::String(Cow::Owned(v.to_owned())))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-                while let Some(item) = seq.next_element()? {
-                    items.push(item);
-                }
-                Ok(Node::Array(items))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                // JSON keys are strings, so a key parses as `Node::String` (borrowed when it
-                // has no escapes).
-                while let Some(key) = map.next_key::<Node>()? {
-                    let Node::String(key) = key else {
-                        return Err(serde::de::Error::custom("object key is not a string"));
-                    };
-                    entries.push((key, map.next_value()?));
-                }
-                Ok(Node::Object(entries))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 /// What a person calls the change: `6.0.0 → 6.0.1` from the first container whose image
@@ -371,22 +348,8 @@ mod tests {
         }
     }
 
-    /// The tree path's canonical form; where the streaming path accepts the text, it must
-    /// write the same bytes.
     fn canonical(text: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        serde_json::from_str::<Node>(text)
-            .expect("parses")
-            .write_canonical(&mut out);
-        let mut streamed = Vec::new();
-        if write_sorted(text, &mut streamed) {
-            assert_eq!(
-                String::from_utf8_lossy(&streamed),
-                String::from_utf8_lossy(&out),
-                "streamed and tree canonical forms differ for {text}"
-            );
-        }
-        out
+        canonical_form(text).expect("parses")
     }
 
     fn json_value() -> impl Strategy<Value = Value> {
@@ -407,20 +370,28 @@ mod tests {
         })
     }
 
-    /// JSON text with every object's keys in descending order: what the streaming path
-    /// refuses, so that the tree path is exercised too.
-    fn reversed_text(v: &Value) -> String {
+    /// JSON text with every object's members in another order: descending, or rotated so that
+    /// a run in order is followed by a break (Go's field order looks like that). Objects are
+    /// then put in order after writing, not only written in order.
+    fn reordered_text(v: &Value, rotate: bool) -> String {
         match v {
             Value::Object(map) => {
-                let members: Vec<String> = map
+                let mut members: Vec<String> = map
                     .iter()
-                    .rev()
-                    .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), reversed_text(v)))
+                    .map(|(k, v)| {
+                        format!("{}:{}", Value::from(k.as_str()), reordered_text(v, rotate))
+                    })
                     .collect();
+                if rotate {
+                    let half = members.len() / 2;
+                    members.rotate_left(half);
+                } else {
+                    members.reverse();
+                }
                 format!("{{{}}}", members.join(","))
             }
             Value::Array(items) => {
-                let items: Vec<String> = items.iter().map(reversed_text).collect();
+                let items: Vec<String> = items.iter().map(|i| reordered_text(i, rotate)).collect();
                 format!("[{}]", items.join(","))
             }
             scalar => scalar.to_string(),
@@ -433,7 +404,8 @@ mod tests {
             let texts = [
                 v.to_string(),
                 serde_json::to_string_pretty(&v).expect("pretty"),
-                reversed_text(&v),
+                reordered_text(&v, false),
+                reordered_text(&v, true),
             ];
             for text in texts {
                 // What the Value-based webhook made of the same bytes.
@@ -461,6 +433,30 @@ mod tests {
     }
 
     #[test]
+    fn a_template_as_the_apiserver_writes_it_hashes_like_its_sorted_form() {
+        // Go writes struct fields in declaration order: `name` before `image`, `metadata`'s
+        // `creationTimestamp: null` first.
+        let body = include_str!(
+            "../../tests/fixtures/admission/21-managed-update-image-kubectl-apply.mutate.json"
+        );
+        let request = crate::admission::review::decode(body.as_bytes()).expect("review");
+        let text = request
+            .object
+            .and_then(|o| o.spec)
+            .and_then(|s| s.template)
+            .expect("template")
+            .get()
+            .to_owned();
+        let mut expected = Vec::new();
+        reference_canonical(&serde_json::from_str(&text).expect("json"), &mut expected);
+        assert!(
+            text.find("\"name\"") < text.find("\"image\""),
+            "fixture order: {text}"
+        );
+        assert_eq!(canonical(&text), expected);
+    }
+
+    #[test]
     fn duplicate_keys_keep_the_last_value_like_serde_json() {
         let text = r#"{"a":1,"b":{"x":null},"a":2,"c":3,"c":null}"#;
         let v: Value = serde_json::from_str(text).expect("json");
@@ -468,6 +464,11 @@ mod tests {
         reference_canonical(&v, &mut expected);
         assert_eq!(canonical(text), expected);
         assert_eq!(canonical(text), br#"{"a":2,"b":{}}"#);
+        // In order up to a repeated key, whose null value shadows the earlier one.
+        assert_eq!(
+            canonical(r#"{"a":1,"b":2,"b":null,"c":[null]}"#),
+            br#"{"a":1,"c":[null]}"#
+        );
     }
 
     #[test]
