@@ -227,3 +227,71 @@ async fn the_watch_holds_only_managed_deployments_and_older_rollouts_get_labelle
     );
     task.abort();
 }
+
+/// What canary-gate never reads is dropped as objects arrive: managedFields and kubectl's
+/// last-applied copy from the watch cache and from listed Services and routes, the
+/// conditions from a cached Deployment's status. What it does read is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_and_listed_objects_keep_only_what_is_read() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+    let api = FakeApiServer::start().await.expect("fake api server");
+    let heavy = |meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("kubectl-client-side-apply".into()),
+            operation: Some("Update".into()),
+            fields_v1: Some(FieldsV1(serde_json::json!({"f:spec": {"f:ports": {}}}))),
+            ..Default::default()
+        }]);
+        let a = meta.annotations.get_or_insert_with(Default::default);
+        a.insert(LAST_APPLIED.into(), "{\"kind\":\"...\"}".into());
+        a.insert("team".into(), "shop".into());
+    };
+    let (mut managed, _) = admitted_deployment(&[]).expect("admitted");
+    heavy(&mut managed.metadata);
+    let mut service = podinfo_service();
+    heavy(&mut service.metadata);
+    let mut route = support::scenario::user_virtual_service();
+    heavy(&mut route.metadata);
+    api.put(&managed);
+    api.put(&service);
+    api.put(&route);
+    assert!(
+        api.object("services", NS, NAME)
+            .is_some_and(|s| s["metadata"]["managedFields"].is_array()),
+        "the fake API server holds the managedFields"
+    );
+    let stored = api.object("deployments", NS, NAME).expect("stored");
+    assert!(stored["status"]["conditions"].is_array(), "{stored}");
+
+    let (cluster, _) = cluster(&api).await;
+    let cached = cluster.deployments().await.expect("cache");
+    let d = cached.first().expect("the managed Deployment");
+    let services = cluster.services(NS).await.expect("services");
+    let routes = cluster.virtual_services(NS).await.expect("routes");
+    let metas = [
+        &d.metadata,
+        &services.first().expect("service").metadata,
+        &routes.first().expect("route").metadata,
+    ];
+    for meta in metas {
+        assert!(meta.managed_fields.is_none(), "{:?}", meta.name);
+        let a = meta.annotations.as_ref().expect("annotations");
+        assert!(!a.contains_key(LAST_APPLIED), "{:?}: {a:?}", meta.name);
+        assert_eq!(a.get("team").map(String::as_str), Some("shop"));
+    }
+    let status = d.status.as_ref().expect("status");
+    assert_eq!(
+        status.ready_replicas.map(i64::from),
+        stored["status"]["readyReplicas"].as_i64()
+    );
+    assert!(status.conditions.is_none());
+    assert!(
+        d.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.keys().any(|k| k.starts_with("canary-gate.io/"))),
+        "the rollout state stays"
+    );
+}

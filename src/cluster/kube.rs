@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -98,19 +99,19 @@ impl KubeCluster {
         let api: Api<Deployment> = Api::all(client.clone());
         // Only the Deployments canary-gate works on (the label the webhook and the analyzer
         // put on stables with a rollout and on twins): a cluster of 20,000 Deployments with
-        // 1,000 managed costs 1,000. Drop what canary-gate never reads (managedFields,
-        // kubectl's last-applied copy) too.
+        // 1,000 managed costs 1,000. Drop what canary-gate never reads too.
         let config = watcher::Config::default().labels(crate::annotations::ROLLOUT_LABEL);
         let stream = watcher(api, config).modify(|d: &mut Deployment| {
-            d.metadata.managed_fields = None;
+            slim(&mut d.metadata);
             // A twin's pod spec is never read back (twins are built from the stable): at
             // 10,000 rollouts that is half of what the cache would hold.
             let twin = crate::rollout::twin::created_by_us(&d.metadata);
             if let (true, Some(spec)) = (twin, d.spec.as_mut()) {
                 spec.template.spec = None;
             }
-            if let Some(a) = d.metadata.annotations.as_mut() {
-                a.remove("kubectl.kubernetes.io/last-applied-configuration");
+            // Readiness is read from the replica counts; the conditions' messages never.
+            if let Some(status) = d.status.as_mut() {
+                status.conditions = None;
             }
         });
         let stream = reflector::reflector(writer, stream)
@@ -198,6 +199,29 @@ impl KubeCluster {
 
 /// A list of HTTPRoutes answered 404: the Gateway API CRDs are not installed, so no route
 /// of that kind exists (Istio-only clusters keep working under `router: auto`).
+/// Drops what canary-gate never reads of an object it watches or lists: managedFields and
+/// kubectl's last-applied copy. In a real cluster they are most of an object's bytes, and
+/// managedFields parse into a JSON tree of several KiB per object; the lists of Services and
+/// routes are held for a tick interval, the watch cache for good. Nothing is written back from
+/// them (server-side apply refuses managedFields in its body anyway).
+fn slim(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A list's items, slimmed.
+fn slimmed<T: Resource + Clone>(list: kube::core::ObjectList<T>) -> Vec<T> {
+    let mut items = list.items;
+    for item in &mut items {
+        slim(item.meta_mut());
+    }
+    items
+}
+
 fn no_gateway_api_is_none(
     r: Result<Vec<HTTPRoute>, KubeError>,
 ) -> Result<Vec<HTTPRoute>, KubeError> {
@@ -318,7 +342,7 @@ impl Cluster for KubeCluster {
         let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
         self.call("list services", api.list(&ListParams::default()))
             .await
-            .map(|l| l.items)
+            .map(slimmed)
     }
 
     async fn apply_service(&self, s: &Service) -> Result<(), KubeError> {
@@ -350,14 +374,14 @@ impl Cluster for KubeCluster {
         let api: Api<VirtualService> = Api::namespaced(self.client.clone(), ns);
         self.call("list virtualservices", api.list(&ListParams::default()))
             .await
-            .map(|l| l.items)
+            .map(slimmed)
     }
 
     async fn virtual_services_everywhere(&self) -> Result<Vec<VirtualService>, KubeError> {
         let api: Api<VirtualService> = Api::all(self.client.clone());
         self.call("list virtualservices", api.list(&ListParams::default()))
             .await
-            .map(|l| l.items)
+            .map(slimmed)
     }
 
     async fn apply_virtual_service(&self, vs: &VirtualService) -> Result<(), KubeError> {
@@ -404,7 +428,7 @@ impl Cluster for KubeCluster {
         no_gateway_api_is_none(
             self.call("list httproutes", api.list(&ListParams::default()))
                 .await
-                .map(|l| l.items),
+                .map(slimmed),
         )
     }
 
@@ -413,7 +437,7 @@ impl Cluster for KubeCluster {
         no_gateway_api_is_none(
             self.call("list httproutes", api.list(&ListParams::default()))
                 .await
-                .map(|l| l.items),
+                .map(slimmed),
         )
     }
 

@@ -291,9 +291,16 @@ fn settle(old: Option<&Value>, d: &mut Value) {
     } else {
         replicas
     };
+    // With the conditions the Deployment controller writes, as a watch receives them.
     d["status"] = json!({
         "replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
         "updatedReplicas": updated, "observedGeneration": generation,
+        "conditions": [
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+             "message": "Deployment has minimum availability."},
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+             "message": "ReplicaSet has successfully progressed."},
+        ],
     });
 }
 
