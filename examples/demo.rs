@@ -177,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
             out.state.message
         );
         println!(
-            "   canary served {} requests, {} failed; twin left: {}; routes: {}",
+            "   canary served {} requests over the whole rollout, {} of them failed; twin left: {}; routes: {}",
             out.canary_requests,
             out.canary_errors,
             out.cluster.deployment(ns, "podinfo-canary").is_some(),
