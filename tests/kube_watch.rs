@@ -160,6 +160,14 @@ async fn the_watch_holds_only_managed_deployments_and_older_rollouts_get_labelle
     ));
     let (_tx, rx) = tokio::sync::watch::channel(true);
     let task = tokio::spawn(analyzer.run(Duration::from_millis(200), rx, Some(changed)));
+    // The cache holds no pod specs; the twin gets the stable's containers from a read.
+    eventually("the twin made with the stable's containers", || {
+        let containers = api
+            .object("deployments", NS, "podinfo-canary")
+            .map(|t| t["spec"]["template"]["spec"]["containers"].clone());
+        async move { containers.is_some_and(|c| c.as_array().is_some_and(|c| !c.is_empty())) }
+    })
+    .await;
     eventually("older labelled and watched", || {
         let cluster = cluster.clone();
         async move { names(&cluster).await.contains(&"older".to_string()) }
@@ -281,6 +289,10 @@ async fn watched_and_listed_objects_keep_only_what_is_read() {
         assert!(!a.contains_key(LAST_APPLIED), "{:?}: {a:?}", meta.name);
         assert_eq!(a.get("team").map(String::as_str), Some("shop"));
     }
+    assert!(
+        d.spec.as_ref().is_some_and(|s| s.template.spec.is_none()),
+        "no pod spec in the cache"
+    );
     let status = d.status.as_ref().expect("status");
     assert_eq!(
         status.ready_replicas.map(i64::from),

@@ -614,6 +614,11 @@ async fn restart_after_every_tick_ends_like_an_uninterrupted_rollout() {
 /// before (or while) making the world match it.
 fn reconcile_faults() -> Vec<(&'static str, KubeError)> {
     vec![
+        // The stable's template, read when its twin is built.
+        (
+            "get deployment",
+            KubeError::Timeout(Duration::from_secs(10)),
+        ),
         (
             "apply deployment",
             KubeError::Timeout(Duration::from_secs(10)),

@@ -52,6 +52,31 @@ pub(super) async fn setup_error<C: Cluster>(
         .find_map(|r| Gateway::unresolved(r, &service))
 }
 
+/// The stable Deployment with its pod template, read from the API server (the watch cache
+/// keeps no pod specs). A twin runs the template this state is about: if the Deployment now
+/// holds another canary revision (applied since the cache was read), that is a conflict, and
+/// the newer state comes with the next tick.
+async fn stable_with_template<C: Cluster>(
+    cluster: &C,
+    item: &Item,
+    state: &RolloutState,
+) -> Result<k8s_openapi::api::apps::v1::Deployment, KubeError> {
+    let stable = cluster.get_deployment(&item.namespace, &item.name).await?;
+    if !holds_revision(&stable.metadata, &state.canary_revision) {
+        return Err(KubeError::Conflict);
+    }
+    Ok(stable)
+}
+
+/// Does the Deployment record `revision` as its canary (the webhook writes it with the
+/// template, in the same admission)?
+fn holds_revision(meta: &ObjectMeta, revision: &str) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(ann::CANARY_REVISION))
+        .is_some_and(|r| r == revision)
+}
+
 /// Returns whether anything had to be written: if not, the cluster already ran the state.
 pub(super) async fn reconcile<C: Cluster>(
     cluster: &C,
@@ -90,9 +115,8 @@ pub(super) async fn reconcile<C: Cluster>(
             let mut wrote = false;
             // Twin and its Service first, so routes never point at nothing.
             if !item.twin_present {
-                if let Some(mut twin) =
-                    build_twin(&item.deployment, &service, item.settings.max_weight)
-                {
+                let stable = stable_with_template(cluster, item, state).await?;
+                if let Some(mut twin) = build_twin(&stable, &service, item.settings.max_weight) {
                     // Stamped with the revision it runs, so a newer template is noticed.
                     twin.metadata
                         .annotations
@@ -500,4 +524,21 @@ async fn restore<K: RouteStore, C: Cluster>(
 pub(super) fn route_owner(meta: &ObjectMeta) -> Option<(String, String)> {
     owner_of(meta.annotations.as_ref())
         .map(|o| (meta.namespace.clone().unwrap_or_default(), o.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_twin_is_built_only_from_the_revision_its_state_is_about() {
+        let meta = |rev: Option<&str>| ObjectMeta {
+            annotations: rev.map(|r| BTreeMap::from([(ann::CANARY_REVISION.into(), r.into())])),
+            ..Default::default()
+        };
+        assert!(holds_revision(&meta(Some("6f0012d2f9")), "6f0012d2f9"));
+        // Applied again since the cache was read: the newer state comes with the next tick.
+        assert!(!holds_revision(&meta(Some("aaaaaaaaaa")), "6f0012d2f9"));
+        assert!(!holds_revision(&meta(None), "6f0012d2f9"));
+    }
 }

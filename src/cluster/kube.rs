@@ -103,10 +103,11 @@ impl KubeCluster {
         let config = watcher::Config::default().labels(crate::annotations::ROLLOUT_LABEL);
         let stream = watcher(api, config).modify(|d: &mut Deployment| {
             slim(&mut d.metadata);
-            // A twin's pod spec is never read back (twins are built from the stable): at
-            // 10,000 rollouts that is half of what the cache would hold.
-            let twin = crate::rollout::twin::created_by_us(&d.metadata);
-            if let (true, Some(spec)) = (twin, d.spec.as_mut()) {
+            // No pod spec: a twin is built from its stable's template as the API server holds
+            // it when the twin is made (one read per twin), and nothing else reads one. A pod
+            // spec is a third to a half of a slimmed Deployment; the template's labels stay
+            // (they find the Service).
+            if let Some(spec) = d.spec.as_mut() {
                 spec.template.spec = None;
             }
             // Readiness is read from the replica counts; the conditions' messages never.

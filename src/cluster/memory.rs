@@ -112,15 +112,7 @@ impl MemoryCluster {
         target: &str,
     ) -> Result<std::sync::MutexGuard<'_, Inner>, KubeError> {
         let mut inner = self.lock();
-        if let Some(pos) = inner
-            .faults
-            .iter()
-            .position(|(prefix, _)| call.starts_with(prefix.as_str()))
-        {
-            let (_, error) = inner.faults.remove(pos);
-            inner.log.push(format!("{call} {target} -> {error}"));
-            return Err(error);
-        }
+        take_fault(&mut inner, call, target)?;
         inner.version += 1;
         inner.log.push(format!("{call} {target}"));
         Ok(inner)
@@ -266,6 +258,20 @@ impl MemoryCluster {
     }
 }
 
+/// Fails the call if a fault was injected for it (logged, like every failed call).
+fn take_fault(inner: &mut Inner, call: &str, target: &str) -> Result<(), KubeError> {
+    if let Some(pos) = inner
+        .faults
+        .iter()
+        .position(|(prefix, _)| call.starts_with(prefix.as_str()))
+    {
+        let (_, error) = inner.faults.remove(pos);
+        inner.log.push(format!("{call} {target} -> {error}"));
+        return Err(error);
+    }
+    Ok(())
+}
+
 impl Cluster for MemoryCluster {
     async fn deployments(&self) -> Result<Vec<Arc<Deployment>>, KubeError> {
         // What the real watch selects: only labelled Deployments.
@@ -307,6 +313,7 @@ impl Cluster for MemoryCluster {
     }
 
     async fn get_deployment(&self, ns: &str, name: &str) -> Result<Deployment, KubeError> {
+        take_fault(&mut self.lock(), "get deployment", &format!("{ns}/{name}"))?;
         self.deployment(ns, name).ok_or(KubeError::NotFound)
     }
 
