@@ -160,14 +160,43 @@ async fn the_watch_holds_only_managed_deployments_and_older_rollouts_get_labelle
     ));
     let (_tx, rx) = tokio::sync::watch::channel(true);
     let task = tokio::spawn(analyzer.run(Duration::from_millis(200), rx, Some(changed)));
-    // The cache holds no pod specs; the twin gets the stable's containers from a read.
-    eventually("the twin made with the stable's containers", || {
+    let twin_has_containers = || {
         let containers = api
             .object("deployments", NS, "podinfo-canary")
             .map(|t| t["spec"]["template"]["spec"]["containers"].clone());
         async move { containers.is_some_and(|c| c.as_array().is_some_and(|c| !c.is_empty())) }
+    };
+    eventually(
+        "the twin made with the stable's containers",
+        twin_has_containers,
+    )
+    .await;
+    // Once the rollout runs the cache keeps no pod spec: a twin deleted by hand is rebuilt
+    // from the stable as the API server holds it.
+    eventually("the cache drops the running rollout's pod spec", || {
+        let cluster = cluster.clone();
+        async move {
+            cluster.deployments().await.expect("cache").iter().any(|d| {
+                d.metadata.name.as_deref() == Some(NAME)
+                    && d.spec.as_ref().is_some_and(|s| s.template.spec.is_none())
+            })
+        }
     })
     .await;
+    cluster
+        .delete_deployment(NS, "podinfo-canary")
+        .await
+        .expect("delete the twin");
+    eventually(
+        "the twin rebuilt with the stable's containers",
+        twin_has_containers,
+    )
+    .await;
+    assert!(
+        api.calls().get("get deployments").copied().unwrap_or(0) >= 1,
+        "the stable's template was read: {:?}",
+        api.calls()
+    );
     eventually("older labelled and watched", || {
         let cluster = cluster.clone();
         async move { names(&cluster).await.contains(&"older".to_string()) }
@@ -290,8 +319,8 @@ async fn watched_and_listed_objects_keep_only_what_is_read() {
         assert_eq!(a.get("team").map(String::as_str), Some("shop"));
     }
     assert!(
-        d.spec.as_ref().is_some_and(|s| s.template.spec.is_none()),
-        "no pod spec in the cache"
+        d.spec.as_ref().is_some_and(|s| s.template.spec.is_some()),
+        "a Pending rollout's pod spec stays in the cache (its twin is built from it)"
     );
     let status = d.status.as_ref().expect("status");
     assert_eq!(

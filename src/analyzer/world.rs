@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -52,20 +53,29 @@ pub(super) async fn setup_error<C: Cluster>(
         .find_map(|r| Gateway::unresolved(r, &service))
 }
 
-/// The stable Deployment with its pod template, read from the API server (the watch cache
-/// keeps no pod specs). A twin runs the template this state is about: if the Deployment now
-/// holds another canary revision (applied since the cache was read), that is a conflict, and
-/// the newer state comes with the next tick.
+/// The stable Deployment with its pod template: the cached one while it has it (the watch
+/// cache keeps pod specs of rollouts that have not started), else read from the API server.
+/// A twin runs the template this state is about: if the Deployment read now holds another
+/// canary revision (applied since the cache was read), that is a conflict, and the newer
+/// state comes with the next tick.
 async fn stable_with_template<C: Cluster>(
     cluster: &C,
     item: &Item,
     state: &RolloutState,
-) -> Result<k8s_openapi::api::apps::v1::Deployment, KubeError> {
+) -> Result<Arc<Deployment>, KubeError> {
+    if item
+        .deployment
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.template.spec.is_some())
+    {
+        return Ok(item.deployment.clone());
+    }
     let stable = cluster.get_deployment(&item.namespace, &item.name).await?;
     if !holds_revision(&stable.metadata, &state.canary_revision) {
         return Err(KubeError::Conflict);
     }
-    Ok(stable)
+    Ok(Arc::new(stable))
 }
 
 /// Does the Deployment record `revision` as its canary (the webhook writes it with the

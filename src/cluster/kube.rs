@@ -7,7 +7,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -101,20 +100,7 @@ impl KubeCluster {
         // put on stables with a rollout and on twins): a cluster of 20,000 Deployments with
         // 1,000 managed costs 1,000. Drop what canary-gate never reads too.
         let config = watcher::Config::default().labels(crate::annotations::ROLLOUT_LABEL);
-        let stream = watcher(api, config).modify(|d: &mut Deployment| {
-            slim(&mut d.metadata);
-            // No pod spec: a twin is built from its stable's template as the API server holds
-            // it when the twin is made (one read per twin), and nothing else reads one. A pod
-            // spec is a third to a half of a slimmed Deployment; the template's labels stay
-            // (they find the Service).
-            if let Some(spec) = d.spec.as_mut() {
-                spec.template.spec = None;
-            }
-            // Readiness is read from the replica counts; the conditions' messages never.
-            if let Some(status) = d.status.as_mut() {
-                status.conditions = None;
-            }
-        });
+        let stream = watcher(api, config).modify(super::as_cached);
         let stream = reflector::reflector(writer, stream)
             .default_backoff()
             .applied_objects()
@@ -200,25 +186,11 @@ impl KubeCluster {
 
 /// A list of HTTPRoutes answered 404: the Gateway API CRDs are not installed, so no route
 /// of that kind exists (Istio-only clusters keep working under `router: auto`).
-/// Drops what canary-gate never reads of an object it watches or lists: managedFields and
-/// kubectl's last-applied copy. In a real cluster they are most of an object's bytes, and
-/// managedFields parse into a JSON tree of several KiB per object; the lists of Services and
-/// routes are held for a tick interval, the watch cache for good. Nothing is written back from
-/// them (server-side apply refuses managedFields in its body anyway).
-fn slim(meta: &mut ObjectMeta) {
-    meta.managed_fields = None;
-    if let Some(a) = meta.annotations.as_mut() {
-        a.remove(LAST_APPLIED);
-    }
-}
-
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// A list's items, slimmed.
 fn slimmed<T: Resource + Clone>(list: kube::core::ObjectList<T>) -> Vec<T> {
     let mut items = list.items;
     for item in &mut items {
-        slim(item.meta_mut());
+        super::slim(item.meta_mut());
     }
     items
 }

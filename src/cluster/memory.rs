@@ -274,13 +274,17 @@ fn take_fault(inner: &mut Inner, call: &str, target: &str) -> Result<(), KubeErr
 
 impl Cluster for MemoryCluster {
     async fn deployments(&self) -> Result<Vec<Arc<Deployment>>, KubeError> {
-        // What the real watch selects: only labelled Deployments.
+        // What the real watch selects (only labelled Deployments) and keeps of them.
         Ok(self
             .lock()
             .deployments
             .values()
             .filter(|d| has_rollout_label(d))
-            .cloned()
+            .map(|d| {
+                let mut d = Deployment::clone(d);
+                super::as_cached(&mut d);
+                Arc::new(d)
+            })
             .collect())
     }
 
@@ -319,6 +323,18 @@ impl Cluster for MemoryCluster {
 
     async fn apply_deployment(&self, d: &Deployment) -> Result<(), KubeError> {
         let k = meta_key(&d.metadata);
+        // As the API server's validation does: a Deployment runs containers.
+        let containers = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .map_or(0, |p| p.containers.len());
+        if containers == 0 {
+            return Err(KubeError::Api(format!(
+                "Deployment.apps \"{}\" is invalid: spec.template.spec.containers: Required value",
+                k.1
+            )));
+        }
         let mut inner = self.write("apply deployment", &format!("{}/{}", k.0, k.1))?;
         let version = inner.version.to_string();
         let existing = inner.deployments.get(&k).cloned();

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::gateway_api::{HTTPRoute, HTTPRouteRule};
 use crate::istio::{HttpRoute, VirtualService};
@@ -178,12 +179,48 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), KubeError>> + Send;
 }
 
+/// What the Deployment watch keeps of a Deployment (the real cache and the in-memory one
+/// alike), so that memory follows what canary-gate reads:
+/// - no managedFields, no kubectl last-applied copy ([`slim`]);
+/// - no status conditions (readiness is read from the replica counts);
+/// - a pod spec only while the rollout is Pending: it is read only to build a twin, from a
+///   rollout about to start. It is a third to a half of a slimmed Deployment; the template's
+///   labels stay (they find the Service). A twin rebuilt later reads its stable from the API
+///   server, and twins' own specs are never read.
+pub fn as_cached(d: &mut Deployment) {
+    slim(&mut d.metadata);
+    if let Some(status) = d.status.as_mut() {
+        status.conditions = None;
+    }
+    let twin = crate::rollout::twin::created_by_us(&d.metadata);
+    let starting = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::annotations::PHASE))
+        .is_none_or(|p| p == crate::rollout::state::Phase::Pending.as_str());
+    if let (true, Some(spec)) = (twin || !starting, d.spec.as_mut()) {
+        spec.template.spec = None;
+    }
+}
+
+/// Drops what canary-gate never reads of an object it watches or lists: managedFields and
+/// kubectl's last-applied copy. In a real cluster they are most of an object's bytes, and
+/// managedFields parse into a JSON tree of several KiB per object; the lists of Services and
+/// routes are held for a tick interval, the watch cache for good. Nothing is written back from
+/// them (server-side apply refuses managedFields in its body anyway).
+pub fn slim(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Sets and removes annotations the way a merge patch of `annotations` does (`None`
 /// removes), for stores that keep objects in memory.
-pub fn merge_annotations(
-    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    annotations: &BTreeMap<String, Option<String>>,
-) {
+pub fn merge_annotations(meta: &mut ObjectMeta, annotations: &BTreeMap<String, Option<String>>) {
     let map = meta.annotations.get_or_insert_with(BTreeMap::new);
     for (k, v) in annotations {
         match v {

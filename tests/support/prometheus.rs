@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use tokio::process::{Child, Command};
 
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The analyzer bench's exporter serves ~500,000 series for 10,000 rollouts: Prometheus's
+/// first scrapes of it can run past their 2 s timeout for a while on a busy 2-core box.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_EVERY: Duration = Duration::from_millis(50);
 /// A port picked by binding :0 can be taken by someone else before Prometheus binds it; a few
 /// fresh attempts make that race irrelevant.
