@@ -184,8 +184,6 @@ impl KubeCluster {
     }
 }
 
-/// A list of HTTPRoutes answered 404: the Gateway API CRDs are not installed, so no route
-/// of that kind exists (Istio-only clusters keep working under `router: auto`).
 /// A list's items, slimmed.
 fn slimmed<T: Resource + Clone>(list: kube::core::ObjectList<T>) -> Vec<T> {
     let mut items = list.items;
@@ -195,6 +193,8 @@ fn slimmed<T: Resource + Clone>(list: kube::core::ObjectList<T>) -> Vec<T> {
     items
 }
 
+/// A list of HTTPRoutes answered 404: the Gateway API CRDs are not installed, so no route
+/// of that kind exists (Istio-only clusters keep working under `router: auto`).
 fn no_gateway_api_is_none(
     r: Result<Vec<HTTPRoute>, KubeError>,
 ) -> Result<Vec<HTTPRoute>, KubeError> {
