@@ -875,13 +875,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         let twin_key = twin_name(&name);
         let twin = index
             .get(&(namespace.as_str(), twin_key.as_str()))
-            .filter(|t| {
-                t.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(ann::CANARY_REVISION))
-                    == Some(&state.canary_revision)
-            });
+            .filter(|t| world::holds_revision(&t.metadata, &state.canary_revision));
         let twin_status = match twin {
             None => TwinStatus::Missing,
             Some(t) => deployment_ready(t),

@@ -78,9 +78,9 @@ async fn stable_with_template<C: Cluster>(
     Ok(Arc::new(stable))
 }
 
-/// Does the Deployment record `revision` as its canary (the webhook writes it with the
-/// template, in the same admission)?
-fn holds_revision(meta: &ObjectMeta, revision: &str) -> bool {
+/// Does the Deployment record `revision` as its canary? A stable has it from the webhook,
+/// written with the template in the same admission; a twin is stamped with the one it runs.
+pub(super) fn holds_revision(meta: &ObjectMeta, revision: &str) -> bool {
     meta.annotations
         .as_ref()
         .and_then(|a| a.get(ann::CANARY_REVISION))
