@@ -22,12 +22,15 @@ pub struct Workload {
     pub workload: String,
 }
 
-/// The three built-in queries for a set of workloads over one window.
+/// The built-in queries for a set of workloads over their windows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchQueries {
     pub requests: String,
     pub errors: String,
-    pub p99: String,
+    /// Only for the workloads of checks (None without any): the p99 reads every bucket of
+    /// the histogram, the heaviest query by far, and a look between checks acts on decisive
+    /// evidence only, which the p99 never is.
+    pub p99: Option<String>,
     /// Requests per latency bucket at the p99 limits and +Inf: the share of slow requests.
     pub buckets: String,
 }
@@ -60,11 +63,45 @@ fn le_alternatives(les: &[f64]) -> String {
 }
 
 /// The built-in queries for every workload to be measured in one tick: one query per
-/// measurement however many rollouts and windows. Each `(window, workloads)` group and
-/// namespace is one branch, joined with `or`; a workload belongs to one rollout and so to one
-/// branch, which keeps the branches disjoint (`or` would keep the first of two equal series).
-pub fn batch_queries(groups: &[(Duration, Vec<Workload>)], les: &[f64]) -> BatchQueries {
-    let mut branches: Vec<(String, String)> = Vec::new();
+/// measurement however many rollouts and windows. `checks` are the workloads of rollouts due
+/// for their check, `looks` those of rollouts looked at between checks (no p99 for them).
+/// Each `(window, workloads)` group and namespace is one branch, joined with `or`; a
+/// workload belongs to one rollout and so to one branch, which keeps the branches disjoint
+/// (`or` would keep the first of two equal series).
+pub fn batch_queries(
+    checks: &[(Duration, Vec<Workload>)],
+    looks: &[(Duration, Vec<Workload>)],
+    les: &[f64],
+) -> BatchQueries {
+    let checked = branches(checks);
+    let all: Vec<(String, String)> = checked.iter().cloned().chain(branches(looks)).collect();
+    let join = |branches: &[(String, String)], one: &dyn Fn(&str, &str) -> String| {
+        branches
+            .iter()
+            .map(|(selector, range)| one(selector, range))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    let les = le_alternatives(les);
+    BatchQueries {
+        requests: join(&all, &|sel, range| {
+            format!("sum by ({BY}) (increase(istio_requests_total{{{sel}}}[{range}]))")
+        }),
+        errors: join(&all, &|sel, range| {
+            format!("sum by ({BY}) (increase(istio_requests_total{{{sel},response_code=~\"5..\"}}[{range}]))")
+        }),
+        p99: (!checked.is_empty()).then(|| join(&checked, &|sel, range| {
+            format!("histogram_quantile(0.99, sum by ({BY}, le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{range}])))")
+        })),
+        buckets: join(&all, &|sel, range| {
+            format!("sum by ({BY}, le) (increase(istio_request_duration_milliseconds_bucket{{{sel},le=~\"{les}\"}}[{range}]))")
+        }),
+    }
+}
+
+/// One (selector, range) branch per window and namespace.
+fn branches(groups: &[(Duration, Vec<Workload>)]) -> Vec<(String, String)> {
+    let mut branches = Vec::new();
     for (window, workloads) in groups {
         let mut by_namespace: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for w in workloads {
@@ -84,28 +121,7 @@ pub fn batch_queries(groups: &[(Duration, Vec<Workload>)], les: &[f64]) -> Batch
             ));
         }
     }
-    let join = |one: &dyn Fn(&str, &str) -> String| {
-        branches
-            .iter()
-            .map(|(selector, range)| one(selector, range))
-            .collect::<Vec<_>>()
-            .join(" or ")
-    };
-    let les = le_alternatives(les);
-    BatchQueries {
-        requests: join(&|sel, range| {
-            format!("sum by ({BY}) (increase(istio_requests_total{{{sel}}}[{range}]))")
-        }),
-        errors: join(&|sel, range| {
-            format!("sum by ({BY}) (increase(istio_requests_total{{{sel},response_code=~\"5..\"}}[{range}]))")
-        }),
-        p99: join(&|sel, range| {
-            format!("histogram_quantile(0.99, sum by ({BY}, le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{range}])))")
-        }),
-        buckets: join(&|sel, range| {
-            format!("sum by ({BY}, le) (increase(istio_request_duration_milliseconds_bucket{{{sel},le=~\"{les}\"}}[{range}]))")
-        }),
-    }
+    branches
 }
 
 /// `a|b|c` with regex metacharacters escaped (Kubernetes names only have `-` and `.`, but a
@@ -137,19 +153,19 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// The workload a sample is about; None for a series without the workload labels.
+fn workload_of(s: &Sample) -> Option<Workload> {
+    Some(Workload {
+        namespace: s.labels.get("destination_workload_namespace")?.clone(),
+        workload: s.labels.get("destination_workload")?.clone(),
+    })
+}
+
 /// Samples keyed by workload; series without the workload labels are ignored.
 pub fn by_workload(samples: &[Sample]) -> HashMap<Workload, f64> {
     samples
         .iter()
-        .filter_map(|s| {
-            Some((
-                Workload {
-                    namespace: s.labels.get("destination_workload_namespace")?.clone(),
-                    workload: s.labels.get("destination_workload")?.clone(),
-                },
-                s.value,
-            ))
-        })
+        .filter_map(|s| Some((workload_of(s)?, s.value)))
         .collect()
 }
 
@@ -169,43 +185,33 @@ pub struct Batch {
     pub requests: HashMap<Workload, f64>,
     pub errors: HashMap<Workload, f64>,
     pub p99: HashMap<Workload, f64>,
-    /// (workload, `le` as a number; +Inf as infinity) -> cumulative count.
-    pub buckets: Vec<(Workload, f64, f64)>,
+    /// workload -> (`le` as a number, +Inf as infinity; cumulative count).
+    pub buckets: HashMap<Workload, Vec<(f64, f64)>>,
 }
 
 /// Either every query answered, or the error of one that failed (a partial picture is not
 /// judged).
 pub type BatchResult = Result<Batch, String>;
 
-/// Bucket samples keyed by workload and numeric `le`.
-pub fn buckets_by_workload(samples: &[Sample]) -> Vec<(Workload, f64, f64)> {
-    by_workload_with(samples, |s| {
-        let le = s.labels.get("le")?;
-        if le == "+Inf" {
-            Some(f64::INFINITY)
-        } else {
-            le.parse().ok()
+/// Bucket samples keyed by workload: (numeric `le`, +Inf as infinity; cumulative count).
+/// Keyed, because every rollout of a tick looks up its two workloads here: a list scanned
+/// per lookup made a 10,000-rollout look between checks quadratic.
+pub fn buckets_by_workload(samples: &[Sample]) -> HashMap<Workload, Vec<(f64, f64)>> {
+    let mut out: HashMap<Workload, Vec<(f64, f64)>> = HashMap::new();
+    for s in samples {
+        let le = match s.labels.get("le").map(String::as_str) {
+            Some("+Inf") => f64::INFINITY,
+            Some(le) => match le.parse() {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+            None => continue,
+        };
+        if let Some(w) = workload_of(s) {
+            out.entry(w).or_default().push((le, s.value));
         }
-    })
-}
-
-fn by_workload_with(
-    samples: &[Sample],
-    extra: impl Fn(&Sample) -> Option<f64>,
-) -> Vec<(Workload, f64, f64)> {
-    samples
-        .iter()
-        .filter_map(|s| {
-            Some((
-                Workload {
-                    namespace: s.labels.get("destination_workload_namespace")?.clone(),
-                    workload: s.labels.get("destination_workload")?.clone(),
-                },
-                extra(s)?,
-                s.value,
-            ))
-        })
-        .collect()
+    }
+    out
 }
 
 pub fn measured(batch: &Batch, w: &Workload, le: Option<f64>) -> Measured {
@@ -213,9 +219,10 @@ pub fn measured(batch: &Batch, w: &Workload, le: Option<f64>) -> Measured {
     let bucket = |bound: f64| {
         batch
             .buckets
+            .get(w)?
             .iter()
-            .find(|(wl, l, _)| wl == w && (*l == bound || (l.is_infinite() && bound.is_infinite())))
-            .map(|(_, _, v)| *v)
+            .find(|(l, _)| *l == bound || (l.is_infinite() && bound.is_infinite()))
+            .map(|(_, v)| *v)
             .filter(|v| v.is_finite())
     };
     let slow = le.and_then(|le| {
@@ -484,7 +491,12 @@ mod tests {
                 workload: "api.v2".into(),
             },
         ];
-        let q = batch_queries(&[(Duration::from_secs(30), ws.clone())], &[500.0, 1000.0]);
+        let q = batch_queries(
+            &[(Duration::from_secs(30), ws.clone())],
+            &[],
+            &[500.0, 1000.0],
+        );
+        let p99 = q.p99.as_deref().expect("a check has a p99 query");
         assert!(
             q.requests.contains(
                 r#"destination_workload_namespace=~"pay",destination_workload=~"api\\.v2"}[30s]"#
@@ -505,28 +517,26 @@ mod tests {
             "one branch per namespace"
         );
         assert!(q.errors.contains(r#"response_code=~"5..""#));
-        assert!(q.p99.starts_with("histogram_quantile(0.99, sum by (destination_workload_namespace, destination_workload, le)"));
+        assert!(p99.starts_with("histogram_quantile(0.99, sum by (destination_workload_namespace, destination_workload, le)"));
         assert!(
             q.buckets.contains(r#"le=~"1000(\\.0)?|500(\\.0)?|\\+Inf""#),
             "{}",
             q.buckets
         );
-        for query in [&q.requests, &q.errors, &q.p99, &q.buckets] {
+        for query in [&q.requests, &q.errors, p99, &q.buckets] {
             promql_parser::parser::parse(query).expect("valid PromQL");
             assert!(query.contains("[30s]"));
         }
 
-        // Rollouts with different windows (a check and a peek between checks) share the
-        // same four queries: one branch each.
+        // A check and a look between checks (different windows) share the requests, errors
+        // and buckets queries, one branch each; only the check is in the p99 query.
         let (a, b) = ws.split_at(2);
         let q = batch_queries(
-            &[
-                (Duration::from_secs(30), a.to_vec()),
-                (Duration::from_millis(4_500), b.to_vec()),
-            ],
+            &[(Duration::from_secs(30), a.to_vec())],
+            &[(Duration::from_millis(4_500), b.to_vec())],
             &[500.0],
         );
-        for query in [&q.requests, &q.errors, &q.p99, &q.buckets] {
+        for query in [&q.requests, &q.errors, &q.buckets] {
             promql_parser::parser::parse(query).expect("valid PromQL");
             assert!(
                 query.contains("[30s]") && query.contains("[4s500ms]"),
@@ -534,6 +544,15 @@ mod tests {
             );
             assert_eq!(query.matches(" or ").count(), 1, "{query}");
         }
+        let p99 = q.p99.as_deref().expect("a check has a p99 query");
+        promql_parser::parser::parse(p99).expect("valid PromQL");
+        assert!(p99.contains("[30s]") && !p99.contains("[4s500ms]"), "{p99}");
+        assert!(!p99.contains("api\\\\.v2"), "{p99}");
+
+        // Looks alone: no p99 query at all.
+        let q = batch_queries(&[], &[(Duration::from_secs(4), ws)], &[500.0]);
+        assert_eq!(q.p99, None);
+        assert!(q.requests.contains("api\\\\.v2"), "{}", q.requests);
     }
 
     #[test]

@@ -114,6 +114,8 @@ enum Prom {
 struct ScriptedProm {
     mode: Mutex<Prom>,
     queries: AtomicUsize,
+    /// The p99 queries among them (the heaviest: every bucket of the histogram).
+    p99_queries: AtomicUsize,
 }
 
 impl ScriptedProm {
@@ -121,6 +123,7 @@ impl ScriptedProm {
         Arc::new(ScriptedProm {
             mode: Mutex::new(mode),
             queries: AtomicUsize::new(0),
+            p99_queries: AtomicUsize::new(0),
         })
     }
 
@@ -160,6 +163,7 @@ impl QueryApi for ScriptedProm {
             Buckets,
         }
         let q = if promql.starts_with("histogram_quantile") {
+            self.p99_queries.fetch_add(1, Ordering::Relaxed);
             Q::P99
         } else if promql.contains("istio_request_duration_milliseconds_bucket") {
             Q::Buckets
@@ -871,6 +875,36 @@ async fn prometheus_down_holds_weight_then_rolls_back_at_the_limit() {
         assert_no_orphans(&h, true, &ctx);
         tally(&h);
     }
+}
+
+#[tokio::test]
+async fn looks_between_checks_send_no_p99_query() {
+    // A look acts on decisive evidence only (errors, the share of slow requests), which the
+    // p99 never is: it is left to the checks, being the heaviest query by far.
+    let mut h = Harness::new(Prom::Healthy, true, "30s");
+    while h.state().weight < 10 {
+        assert!(h.ticks < MAX_TICKS);
+        h.tick().await;
+    }
+    let last_check = h
+        .state()
+        .last_check
+        .expect("a Progressing rollout has a last check");
+    let p99 = || h.prom.p99_queries.load(Ordering::Relaxed);
+    let (queries, p99_before) = (h.prom.queries.load(Ordering::Relaxed), p99());
+    for after in [2, 4, 6] {
+        let r = h
+            .analyzer
+            .tick(last_check + SignedDuration::from_secs(after))
+            .await;
+        assert_eq!((r.peeks, r.checks, r.queries), (1, 0, 3), "{after}s: {r:?}");
+    }
+    assert_eq!(p99(), p99_before, "a look sent the p99 query");
+    assert_eq!(h.prom.queries.load(Ordering::Relaxed), queries + 9);
+    let r = h.analyzer.tick(last_check + INTERVAL).await;
+    assert_eq!((r.peeks, r.checks, r.queries), (0, 1, 4), "{r:?}");
+    assert_eq!(p99(), p99_before + 1, "the check sent its p99 query");
+    assert_eq!(h.state().weight, 20, "{:?}", r.errors);
 }
 
 #[tokio::test]

@@ -61,6 +61,9 @@ pub struct Analyzer<C, Q> {
     notifier: crate::outbound::notify::Notifier,
     /// When the last look between checks was taken (all rollouts are looked at together).
     last_peek: Mutex<Option<Timestamp>>,
+    /// A look between checks is waiting for Prometheus: the next one waits for it, so that
+    /// a slow Prometheus is not sent ever more looks at once (each covers every canary).
+    peeking: std::sync::atomic::AtomicBool,
     /// Rollouts a running tick is working on: a later tick, started while that one still
     /// waits for its writes, leaves them alone.
     busy: Mutex<HashMap<RolloutKey, u64>>,
@@ -104,6 +107,15 @@ impl Drop for Claim<'_> {
         for k in &self.keys {
             self.release(k);
         }
+    }
+}
+
+/// A look between checks in flight (`Analyzer::peek_is_due`), over when dropped.
+struct Peeking<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Peeking<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -245,6 +257,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             history: None,
             peek_every: PEEK_EVERY,
             last_peek: Mutex::new(None),
+            peeking: std::sync::atomic::AtomicBool::new(false),
             outbound: outbound.clone(),
             hook_calls: outbound.map(|o| hooks::HookCalls::new(o, metrics.clone())),
             notifier: crate::outbound::notify::Notifier::disabled(),
@@ -272,10 +285,11 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         self
     }
 
-    /// Whether this tick takes the look between checks (and if so, records it).
-    fn peek_is_due(&self, now: Timestamp) -> bool {
+    /// Whether this tick takes the look between checks: if so, it is recorded and the look
+    /// is in flight until the returned guard is dropped.
+    fn peek_is_due(&self, now: Timestamp) -> Option<Peeking<'_>> {
         if self.peek_every.is_zero() {
-            return false;
+            return None;
         }
         let mut last = self.last_peek.lock().unwrap_or_else(|p| p.into_inner());
         // Half a tick of slack: ticks drift by milliseconds, and a look due at 2 s must not
@@ -283,10 +297,11 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         let due = last.is_none_or(|t| {
             now >= t + machine::as_signed(self.peek_every) - jiff::SignedDuration::from_millis(500)
         });
-        if due {
-            *last = Some(now);
+        if !due || self.peeking.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return None;
         }
-        due
+        *last = Some(now);
+        Some(Peeking(&self.peeking))
     }
 
     /// Record every check and decision for the dashboard.
@@ -584,7 +599,8 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         // Between checks, a look at the evidence so far for every Progressing canary, at
         // most every `peek_every` (decisive evidence rolls back at once, see
         // `machine::peek_due`). Peeks ride in the same four queries as the checks.
-        let peeks: Vec<usize> = if full && self.peek_is_due(now) {
+        let peeking = full.then(|| self.peek_is_due(now)).flatten();
+        let peeks: Vec<usize> = if peeking.is_some() {
             (0..items.len())
                 .filter(|&i| self.in_sync(&items[i]) && !fresh.contains(&i))
                 .filter(|&i| {
@@ -602,12 +618,15 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         };
         let mut analyses: HashMap<usize, Analysis> = HashMap::new();
         let mut peeked: HashMap<usize, Analysis> = HashMap::new();
-        let mut groups: BTreeMap<Duration, Vec<Workload>> = BTreeMap::new();
+        let due_set: std::collections::HashSet<usize> = due.iter().copied().collect();
+        // Windows of checks and of looks between checks, apart: only checks get the p99.
+        let mut groups: [BTreeMap<Duration, Vec<Workload>>; 2] = Default::default();
         let mut measured_items = Vec::new();
         for &i in due.iter().chain(&peeks) {
             let it = &items[i];
             if let Some(w) = machine::analysis_window(&it.state, now) {
-                groups.entry(w).or_default().extend([
+                let look = usize::from(!due_set.contains(&i));
+                groups[look].entry(w).or_default().extend([
                     Workload {
                         namespace: it.namespace.clone(),
                         workload: twin_name(&it.name),
@@ -625,10 +644,10 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 .iter()
                 .filter_map(|&(i, _)| latency_bucket(items[i].settings.max_p99_ms))
                 .collect();
-            let groups: Vec<(Duration, Vec<Workload>)> = groups.into_iter().collect();
-            let batch = self.batch(&groups, &les, now).await;
-            report.queries += 4;
-            let due_set: std::collections::HashSet<usize> = due.iter().copied().collect();
+            let [checks, looks] = groups.map(|g| g.into_iter().collect::<Vec<_>>());
+            let (batch, queries) = self.batch(&checks, &looks, &les, now).await;
+            drop(peeking);
+            report.queries += queries;
             for (i, window) in measured_items {
                 let it = &items[i];
                 let is_check = due_set.contains(&i);
@@ -843,19 +862,28 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         }
     }
 
+    /// The built-in measurements of one tick, and how many queries they took.
     async fn batch(
         &self,
-        groups: &[(Duration, Vec<Workload>)],
+        checks: &[(Duration, Vec<Workload>)],
+        looks: &[(Duration, Vec<Workload>)],
         les: &[f64],
         now: Timestamp,
-    ) -> BatchResult {
-        let q = gates::batch_queries(groups, les);
+    ) -> (BatchResult, usize) {
+        let q = gates::batch_queries(checks, looks, les);
+        let p99 = async {
+            match &q.p99 {
+                Some(p99) => self.prom.query(p99, now).await,
+                None => Ok(Vec::new()),
+            }
+        };
         let (a, b, c, d) = futures::join!(
             self.prom.query(&q.requests, now),
             self.prom.query(&q.errors, now),
-            self.prom.query(&q.p99, now),
+            p99,
             self.prom.query(&q.buckets, now)
         );
+        let queries = 3 + usize::from(q.p99.is_some());
         let batch = assemble([a, b, c, d]);
         if let Some(health) = &self.health {
             match &batch {
@@ -863,7 +891,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 Err(e) => health.set_prometheus(format!("error: {e}")),
             }
         }
-        batch
+        (batch, queries)
     }
 
     fn item(&self, d: &Arc<Deployment>, index: &Index<'_>) -> Option<Item> {
@@ -1204,6 +1232,42 @@ mod tests {
 
     fn deployment(value: serde_json::Value) -> Deployment {
         serde_json::from_value(value).expect("deployment")
+    }
+
+    #[test]
+    fn a_look_between_checks_waits_for_the_one_in_flight() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let metrics = Metrics::new();
+        let prom = crate::prom::PromClient::new(
+            "http://127.0.0.1:9",
+            Duration::from_secs(1),
+            metrics.clone(),
+        )
+        .expect("client");
+        let a = Analyzer::new(
+            Arc::new(crate::cluster::memory::MemoryCluster::new()),
+            Arc::new(prom),
+            Defaults::default(),
+            metrics,
+        );
+        let t0 = Timestamp::now();
+        let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
+        let first = a.peek_is_due(t0).expect("the first look is due");
+        assert!(a.peek_is_due(at(1)).is_none(), "not due yet");
+        assert!(
+            a.peek_is_due(at(2)).is_none(),
+            "due, but the last look still waits for Prometheus"
+        );
+        drop(first);
+        let second = a
+            .peek_is_due(at(3))
+            .expect("due once the last look is back");
+        drop(second);
+        assert!(
+            a.peek_is_due(at(4)).is_none(),
+            "2 s after the last look taken"
+        );
+        assert!(a.peek_is_due(at(5)).is_some());
     }
 
     #[test]

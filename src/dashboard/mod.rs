@@ -417,7 +417,7 @@ pub fn queries(ns: &str, name: &str, s: &Settings) -> Vec<Query> {
         },
     ];
     let les: Vec<f64> = latency_bucket(s.max_p99_ms).into_iter().collect();
-    let q = gates::batch_queries(&[(s.interval, workloads.to_vec())], &les);
+    let q = gates::batch_queries(&[(s.interval, workloads.to_vec())], &[], &les);
     let mut v = vec![
         Query {
             gate: "requests".into(),
@@ -429,7 +429,8 @@ pub fn queries(ns: &str, name: &str, s: &Settings) -> Vec<Query> {
         },
         Query {
             gate: "p99".into(),
-            promql: q.p99,
+            // A check always has its p99 query.
+            promql: q.p99.unwrap_or_default(),
         },
         Query {
             gate: "slow requests (latency buckets)".into(),
@@ -483,9 +484,11 @@ mod tests {
                     },
                 ],
             )],
+            &[],
             &[500.0],
         );
         assert_eq!(q[0].promql, direct.requests);
+        assert_eq!(Some(&q[2].promql), direct.p99.as_ref());
         assert_eq!(q[3].promql, direct.buckets);
         for query in &q {
             promql_parser::parser::parse(&query.promql).expect("valid PromQL");
