@@ -598,7 +598,8 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             .collect();
         // Between checks, a look at the evidence so far for every Progressing canary, at
         // most every `peek_every` (decisive evidence rolls back at once, see
-        // `machine::peek_due`). Peeks ride in the same four queries as the checks.
+        // `machine::peek_due`). Peeks ride in the checks' queries, all but the p99
+        // (`gates::batch_queries`), and wait for a look still in flight.
         let peeking = full.then(|| self.peek_is_due(now)).flatten();
         let peeks: Vec<usize> = if peeking.is_some() {
             (0..items.len())
