@@ -158,7 +158,7 @@ bench-webhook:
 ## out at once), --unmanaged M (other Deployments in the cluster), --interval S, --duration S,
 ## --kube-qps/--kube-burst/--kube-max-in-flight. The two runs in the README:
 ##   make bench-analyzer BENCH_ANALYZER_ARGS="--rollouts 1000 --unmanaged 19000"
-##   make bench-analyzer BENCH_ANALYZER_ARGS="--rollouts 10000 --duration 300 --kube-qps 1000 --kube-burst 2000 --kube-max-in-flight 64"
+##   make bench-analyzer BENCH_ANALYZER_ARGS="--rollouts 10000 --duration 300 --kube-qps 1000 --kube-burst 2000 --kube-max-in-flight 64 --list-max-age 5"
 BENCH_ANALYZER_ARGS ?= --rollouts 1000 --unmanaged 19000 --interval 30 --duration 60
 bench-analyzer: deps
 	$(CARGO) run --quiet --release --example bench_analyzer -- $(BENCH_ANALYZER_ARGS)

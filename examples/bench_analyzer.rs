@@ -2,8 +2,9 @@
 //! against a real Prometheus and an API server in another process.
 //!
 //! `cargo run --release --example bench_analyzer -- [--rollouts N] [--unmanaged M]
-//! [--interval S] [--duration S] [--kube-qps Q] [--kube-burst B] [--kube-max-in-flight F]`
-//! (defaults 1000, 0, 30 s, 60 s and `serve`'s Kubernetes limits). `BENCH_SCRAPE_MS` sets
+//! [--interval S] [--duration S] [--kube-qps Q] [--kube-burst B] [--kube-max-in-flight F]
+//! [--list-max-age S]` (defaults 1000, 0, 30 s, 60 s and `serve`'s Kubernetes limits and list
+//! age). `BENCH_SCRAPE_MS` sets
 //! Prometheus' scrape interval (default 2000).
 //!
 //! What runs where, so the numbers measure the analyzer only:
@@ -59,6 +60,7 @@ struct Args {
     interval_s: u64,
     duration_s: u64,
     limits: KubeLimits,
+    list_max_age: Duration,
 }
 
 fn parse_args(args: &[String]) -> anyhow::Result<Args> {
@@ -68,6 +70,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
         interval_s: 30,
         duration_s: 60,
         limits: KubeLimits::default(),
+        list_max_age: canary_gate::analyzer::LIST_MAX_AGE,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -81,6 +84,9 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
             "--kube-qps" => out.limits.qps = value.parse().with_context(bad)?,
             "--kube-burst" => out.limits.burst = value.parse().with_context(bad)?,
             "--kube-max-in-flight" => out.limits.max_in_flight = value.parse().with_context(bad)?,
+            "--list-max-age" => {
+                out.list_max_age = Duration::from_secs_f64(value.parse().with_context(bad)?)
+            }
             other => {
                 bail!("unknown argument {other} (see the header of examples/bench_analyzer.rs)")
             }
@@ -463,6 +469,7 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
         interval_s,
         duration_s,
         limits,
+        list_max_age,
     } = args;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let timer = TickTimer::default();
@@ -481,7 +488,7 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
     let total = rollouts + unmanaged;
     println!("== analyzer benchmark: {rollouts} rollouts among {total} Deployments, interval {interval_s}s, {duration_s}s, scrape {scrape:?} ==");
     println!(
-        "Kubernetes client limits: {} calls/s, burst {}, {} in flight, timeout {:?}",
+        "Kubernetes client limits: {} calls/s, burst {}, {} in flight, timeout {:?}; lists used for {list_max_age:?}",
         limits.qps, limits.burst, limits.max_in_flight, limits.timeout
     );
     println!("{SIMULATED_NOTICE}");
@@ -519,12 +526,15 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
     let watch_ready = watch_started.elapsed();
     let cluster = Arc::new(cluster);
     let cached = cluster.deployments().await?.len();
-    let analyzer = Arc::new(Analyzer::new(
-        cluster.clone(),
-        Arc::new(prom),
-        Defaults::default(),
-        metrics.clone(),
-    ));
+    let analyzer = Arc::new(
+        Analyzer::new(
+            cluster.clone(),
+            Arc::new(prom),
+            Defaults::default(),
+            metrics.clone(),
+        )
+        .with_list_max_age(list_max_age),
+    );
     let after_setup = Probe::read_self();
     let setup_elapsed = setup_wall.elapsed();
     println!(

@@ -261,6 +261,12 @@ pub struct AnalyzerArgs {
     /// scrape interval; 0s turns it off.
     #[arg(long, env = "CANARY_GATE_PEEK_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
     pub peek_interval: Duration,
+    /// How long the analyzer uses a namespace's list of Services and routes before reading it
+    /// again: a change by someone else (a hand-edited route, a deleted canary Service) is
+    /// seen and repaired within it; canary-gate's own writes are seen at once. Raise it with
+    /// thousands of rollouts per namespace, where the lists are most of the API server's load.
+    #[arg(long, env = "CANARY_GATE_LIST_MAX_AGE", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub list_max_age: Duration,
     /// Timeout of one Kubernetes API call (from when it is sent, not while it waits for the
     /// limits below).
     #[arg(long, env = "CANARY_GATE_KUBE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]

@@ -4,11 +4,13 @@
 //! Without it each rollout listed its namespace's Services, HTTPRoutes and VirtualServices
 //! itself: 10,000 rollouts in 20 namespaces stepping together made 30,000 lists of ~500
 //! objects each per step, the API server's cost growing with the square of the rollouts.
-//! A generation is one scheduled tick, run or skipped (`renew`): wake-up ticks between two
-//! scheduled ones read the same Services and VirtualServices (HTTPRoutes, whose status the
-//! Gateway implementation writes, are read again), and ticks still in flight never keep a
-//! list of their own (at 10,000 rollouts, one per tick in flight held ~460 MiB). What is older
-//! than a generation is listed again, so a change by someone else shows within a tick interval.
+//! A generation is `--list-max-age` of scheduled ticks, run or skipped (`renew`; default
+//! 1 s, every tick): wake-up ticks in between read the same Services and VirtualServices
+//! (HTTPRoutes, whose status the Gateway implementation writes, are read again), and ticks
+//! still in flight never keep a list of their own (at 10,000 rollouts, one per tick in flight
+//! held ~460 MiB). What is older than a generation is listed again, so a change by someone
+//! else shows within the list age. At 10,000 rollouts in 20 namespaces the lists were most of
+//! the API server's work (39 lists of 500 objects a second); a 5 s age cut it to a third.
 //! Items are shared (`Arc`), so handing a namespace's list to a reader copies one pointer.
 
 use std::collections::HashMap;

@@ -75,8 +75,11 @@ pub struct Analyzer<C, Q> {
     orphan_sweep: Every,
     /// Numbers the ticks, so that a tick only ever releases its own claims.
     tick_ids: std::sync::atomic::AtomicU64,
-    /// Services and routes per namespace, read once per scheduled tick (see `lists`).
+    /// Services and routes per namespace, read once per `list_max_age` (see `lists`).
     lists: lists::Lists,
+    /// How old a list may get before it is read again; when the last generation began.
+    list_max_age: Duration,
+    lists_renewed: Mutex<Option<Timestamp>>,
 }
 
 /// Ticks that may run at once (`run`). A tick waits for its rollouts' writes; when the API
@@ -146,6 +149,23 @@ pub fn woken_rollout(d: &Deployment) -> Option<RolloutKey> {
 
 /// Default of `--peek-interval`: a couple of Prometheus scrapes at a 1 s scrape interval.
 pub const PEEK_EVERY: Duration = Duration::from_secs(2);
+
+/// Default of `--list-max-age`: every scheduled tick reads the lists it needs again.
+pub const LIST_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Whether something done every `every` by the ticks' clock is due at `now` (and if so, it
+/// is recorded as done). Half a tick of slack: ticks drift by milliseconds, and what is due
+/// at 2 s must not slip to 3 s.
+fn due_every(last: &Mutex<Option<Timestamp>>, every: Duration, now: Timestamp) -> bool {
+    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+    let due = last.is_none_or(|t| {
+        now >= t + machine::as_signed(every) - jiff::SignedDuration::from_millis(500)
+    });
+    if due {
+        *last = Some(now);
+    }
+    due
+}
 
 /// How long to wait after the n-th consecutive failed reconciliation of one rollout: 1 s,
 /// doubling, at most a minute.
@@ -267,6 +287,8 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             label_sweep: Every::new(LABEL_SWEEP_EVERY),
             orphan_sweep: Every::new(SWEEP_EVERY),
             lists: lists::Lists::default(),
+            list_max_age: LIST_MAX_AGE,
+            lists_renewed: Mutex::new(None),
         }
     }
 
@@ -288,20 +310,27 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
     /// Whether this tick takes the look between checks: if so, it is recorded and the look
     /// is in flight until the returned guard is dropped.
     fn peek_is_due(&self, now: Timestamp) -> Option<Peeking<'_>> {
-        if self.peek_every.is_zero() {
+        if self.peek_every.is_zero() || self.peeking.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             return None;
         }
-        let mut last = self.last_peek.lock().unwrap_or_else(|p| p.into_inner());
-        // Half a tick of slack: ticks drift by milliseconds, and a look due at 2 s must not
-        // slip to 3 s.
-        let due = last.is_none_or(|t| {
-            now >= t + machine::as_signed(self.peek_every) - jiff::SignedDuration::from_millis(500)
-        });
-        if !due || self.peeking.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            return None;
+        let guard = Peeking(&self.peeking);
+        due_every(&self.last_peek, self.peek_every, now).then_some(guard)
+    }
+
+    /// How long a namespace's list of Services or routes may be used before it is read again
+    /// (`--list-max-age`): a change by someone else shows within it; the analyzer's own
+    /// writes are in the lists at once.
+    pub fn with_list_max_age(mut self, age: Duration) -> Self {
+        self.list_max_age = age;
+        self
+    }
+
+    /// A new generation of lists when the current one is `list_max_age` old.
+    fn age_lists(&self, now: Timestamp) {
+        if due_every(&self.lists_renewed, self.list_max_age, now) {
+            self.lists.renew();
         }
-        *last = Some(now);
-        Some(Peeking(&self.peeking))
     }
 
     /// Record every check and decision for the dashboard.
@@ -329,6 +358,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         self.lists.clear();
+        *self.lists_renewed.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Ticks every `every` until the task is dropped. Ticks do not drift: a slow tick is
@@ -387,7 +417,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 }
                 // Lists still age by the schedule: the wake-up ticks that run meanwhile
                 // must not work on lists from before the skip.
-                self.lists.renew();
+                self.age_lists(Timestamp::now());
                 self.metrics.ticks_skipped.inc();
                 tracing::warn!(
                     running = running.len(),
@@ -435,7 +465,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         let mut report = TickReport::default();
         let full = only.is_none();
         if full {
-            self.lists.renew();
+            self.age_lists(now);
         } else {
             self.lists.renew_reported();
         }
@@ -1235,8 +1265,7 @@ mod tests {
         serde_json::from_value(value).expect("deployment")
     }
 
-    #[test]
-    fn a_look_between_checks_waits_for_the_one_in_flight() {
+    fn analyzer() -> Analyzer<crate::cluster::memory::MemoryCluster, crate::prom::PromClient> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Metrics::new();
         let prom = crate::prom::PromClient::new(
@@ -1245,12 +1274,46 @@ mod tests {
             metrics.clone(),
         )
         .expect("client");
-        let a = Analyzer::new(
+        Analyzer::new(
             Arc::new(crate::cluster::memory::MemoryCluster::new()),
             Arc::new(prom),
             Defaults::default(),
             metrics,
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn lists_are_read_again_once_per_list_age() {
+        for (age, reads) in [(None, 10), (Some(5), 2), (Some(3), 4)] {
+            let mut a = analyzer();
+            if let Some(age) = age {
+                a = a.with_list_max_age(Duration::from_secs(age));
+            }
+            let t0 = Timestamp::now();
+            let fetched = std::sync::atomic::AtomicUsize::new(0);
+            // Ten scheduled ticks a second apart, each reading the namespace's Services.
+            for s in 0..10 {
+                a.age_lists(t0 + jiff::SignedDuration::from_secs(s));
+                a.lists
+                    .services
+                    .get("shop", || async {
+                        fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Ok(Vec::new())
+                    })
+                    .await
+                    .expect("list");
+            }
+            assert_eq!(
+                fetched.load(std::sync::atomic::Ordering::Relaxed),
+                reads,
+                "list age {age:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_look_between_checks_waits_for_the_one_in_flight() {
+        let a = analyzer();
         let t0 = Timestamp::now();
         let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
         let first = a.peek_is_due(t0).expect("the first look is due");

@@ -108,6 +108,7 @@ pub async fn start_in_cluster(
     let mut analyzer = Analyzer::new(cluster, Arc::new(prom), args.analysis.defaults(), metrics)
         .with_health(health)
         .with_peek_every(args.analyzer.peek_interval)
+        .with_list_max_age(args.analyzer.list_max_age)
         // `start` refused to serve with a bad notification URL, so this is the valid config.
         .with_notifications(args.notify.config().unwrap_or_default());
     if let Some(d) = &dashboard {
