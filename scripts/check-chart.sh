@@ -159,7 +159,8 @@ render overrides --set fullnameOverride=cg --set replicaCount=1 \
   --set policies.allowHooks=false --set 'policies.hookUrlPrefixes={http://ci.tools/,https://ok.example/}' \
   --set webhook.mutating.failurePolicy=Ignore --set webhook.validating.failurePolicy=Ignore \
   --set webhook.timeoutSeconds=10 --set 'webhook.excludeNamespaces={istio-system}' \
-  --set image.tag=0.2.0
+  --set image.tag=0.2.0 --set analyzer.listMaxAge=5s --set analyzer.kubeQps=1000 \
+  --set analyzer.kubeBurst=2000 --set analyzer.kubeMaxInFlight=64 --set analyzer.peekInterval=0s
 
 # Grafana dashboard ConfigMap (grafanaDashboard.*): off by default; when on, labelled for
 # the Grafana sidecar and carrying dashboards/canary-gate.json unchanged.
@@ -255,6 +256,8 @@ must_fail "failurePolicy=Sometimes" "failurePolicy must be one of" \
   --set webhook.mutating.failurePolicy=Sometimes
 must_fail "analysis.interval=soon" "analysis.interval" --set analysis.interval=soon
 must_fail "analysis.router=linkerd" "analysis.router" --set analysis.router=linkerd
+must_fail "analyzer.listMaxAge=soon" "analyzer.listMaxAge" --set analyzer.listMaxAge=soon
+must_fail "analyzer.kubeMaxInFlight=0" "analyzer.kubeMaxInFlight" --set analyzer.kubeMaxInFlight=0
 must_fail "loadtest without urls" "requires at least one URL" \
   --set loadtest.enabled=true --set loadtest.urls=null
 must_fail "unknown value key (typo)" "Additional property intreval is not allowed" --set analysis.intreval=30s
@@ -505,6 +508,11 @@ DEFAULT_ENV = {
     "CANARY_GATE_TLS_CERT": "/tls/tls.crt",
     "CANARY_GATE_TLS_KEY": "/tls/tls.key",
     "CANARY_GATE_PROMETHEUS_URL": "http://prometheus.monitoring:9090",
+    "CANARY_GATE_PEEK_INTERVAL": "2s",
+    "CANARY_GATE_LIST_MAX_AGE": "1s",
+    "CANARY_GATE_KUBE_QPS": "200",
+    "CANARY_GATE_KUBE_BURST": "400",
+    "CANARY_GATE_KUBE_MAX_IN_FLIGHT": "32",
     "CANARY_GATE_DEFAULT_INTERVAL": "30s",
     "CANARY_GATE_DEFAULT_STEP_WEIGHT": "10",
     "CANARY_GATE_DEFAULT_MAX_WEIGHT": "50",
@@ -897,6 +905,8 @@ if d is not None:
             "CANARY_GATE_POLICY_ALLOW_HOOKS": "false",
             "CANARY_GATE_POLICY_HOOK_URL_PREFIXES": "http://ci.tools/,https://ok.example/",
             "RUST_LOG": "debug", "CANARY_GATE_CONTROLLER_USERNAME": "system:serviceaccount:%s:gatekeeper" % namespace,
+            "CANARY_GATE_LIST_MAX_AGE": "5s", "CANARY_GATE_KUBE_QPS": "1000", "CANARY_GATE_KUBE_BURST": "2000",
+            "CANARY_GATE_KUBE_MAX_IN_FLIGHT": "64", "CANARY_GATE_PEEK_INTERVAL": "0s",
         })
         eq(env, expected, "env")
         eq(c["image"], "ghcr.io/canary-gate/canary-gate:0.2.0", "image")
