@@ -4,8 +4,7 @@
 //! `cargo run --release --example bench_analyzer -- [--rollouts N] [--unmanaged M]
 //! [--interval S] [--duration S] [--kube-qps Q] [--kube-burst B] [--kube-max-in-flight F]
 //! [--list-max-age S]` (defaults 1000, 0, 30 s, 60 s and `serve`'s Kubernetes limits and list
-//! age). `BENCH_SCRAPE_MS` sets
-//! Prometheus' scrape interval (default 2000).
+//! age). `BENCH_SCRAPE_MS` sets Prometheus' scrape interval (default 2000).
 //!
 //! What runs where, so the numbers measure the analyzer only:
 //! - this process: the real `Analyzer::run` (1 s tick, leader) over the real `KubeCluster`

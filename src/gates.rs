@@ -74,29 +74,35 @@ pub fn batch_queries(
     les: &[f64],
 ) -> BatchQueries {
     let checked = branches(checks);
-    let all: Vec<(String, String)> = checked.iter().cloned().chain(branches(looks)).collect();
-    let join = |branches: &[(String, String)], one: &dyn Fn(&str, &str) -> String| {
-        branches
-            .iter()
-            .map(|(selector, range)| one(selector, range))
-            .collect::<Vec<_>>()
-            .join(" or ")
-    };
+    let looked = branches(looks);
+    let all = || checked.iter().chain(&looked);
     let les = le_alternatives(les);
     BatchQueries {
-        requests: join(&all, &|sel, range| {
+        requests: join(all(), |sel, range| {
             format!("sum by ({BY}) (increase(istio_requests_total{{{sel}}}[{range}]))")
         }),
-        errors: join(&all, &|sel, range| {
+        errors: join(all(), |sel, range| {
             format!("sum by ({BY}) (increase(istio_requests_total{{{sel},response_code=~\"5..\"}}[{range}]))")
         }),
-        p99: (!checked.is_empty()).then(|| join(&checked, &|sel, range| {
+        p99: (!checked.is_empty()).then(|| join(&checked, |sel, range| {
             format!("histogram_quantile(0.99, sum by ({BY}, le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{range}])))")
         })),
-        buckets: join(&all, &|sel, range| {
+        buckets: join(all(), |sel, range| {
             format!("sum by ({BY}, le) (increase(istio_request_duration_milliseconds_bucket{{{sel},le=~\"{les}\"}}[{range}]))")
         }),
     }
+}
+
+/// One query per branch, joined with `or`.
+fn join<'a>(
+    branches: impl IntoIterator<Item = &'a (String, String)>,
+    one: impl Fn(&str, &str) -> String,
+) -> String {
+    branches
+        .into_iter()
+        .map(|(selector, range)| one(selector, range))
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// One (selector, range) branch per window and namespace.

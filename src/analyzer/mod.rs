@@ -51,16 +51,14 @@ pub struct Analyzer<C, Q> {
     health: Option<Arc<Health>>,
     /// Where the dashboard learns what each step saw and decided.
     history: Option<Arc<crate::dashboard::History>>,
-    /// How often Progressing canaries are looked at between checks (zero: never).
-    peek_every: Duration,
+    /// Looks between checks at Progressing canaries (every zero: never), all rollouts together.
+    peeks: ByTickClock,
     /// The one outbound HTTP client (hooks, notifications); `None` if it could not be built.
     outbound: Option<crate::outbound::Outbound>,
     /// Hook calls in flight and their results (no hooks without an outbound client).
     hook_calls: Option<hooks::HookCalls>,
     /// Chat and webhook notifications of the rollout events (disabled by default).
     notifier: crate::outbound::notify::Notifier,
-    /// When the last look between checks was taken (all rollouts are looked at together).
-    last_peek: Mutex<Option<Timestamp>>,
     /// A look between checks is waiting for Prometheus: the next one waits for it, so that
     /// a slow Prometheus is not sent ever more looks at once (each covers every canary).
     peeking: std::sync::atomic::AtomicBool,
@@ -75,11 +73,10 @@ pub struct Analyzer<C, Q> {
     orphan_sweep: Every,
     /// Numbers the ticks, so that a tick only ever releases its own claims.
     tick_ids: std::sync::atomic::AtomicU64,
-    /// Services and routes per namespace, read once per `list_max_age` (see `lists`).
+    /// Services and routes per namespace, read once per `--list-max-age` (see `lists`).
     lists: lists::Lists,
-    /// How old a list may get before it is read again; when the last generation began.
-    list_max_age: Duration,
-    lists_renewed: Mutex<Option<Timestamp>>,
+    /// New generations of `lists`: how old a list may get before it is read again.
+    list_ages: ByTickClock,
 }
 
 /// Ticks that may run at once (`run`). A tick waits for its rollouts' writes; when the API
@@ -153,20 +150,6 @@ pub const PEEK_EVERY: Duration = Duration::from_secs(2);
 /// Default of `--list-max-age`: every scheduled tick reads the lists it needs again.
 pub const LIST_MAX_AGE: Duration = Duration::from_secs(1);
 
-/// Whether something done every `every` by the ticks' clock is due at `now` (and if so, it
-/// is recorded as done). Half a tick of slack: ticks drift by milliseconds, and what is due
-/// at 2 s must not slip to 3 s.
-fn due_every(last: &Mutex<Option<Timestamp>>, every: Duration, now: Timestamp) -> bool {
-    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
-    let due = last.is_none_or(|t| {
-        now >= t + machine::as_signed(every) - jiff::SignedDuration::from_millis(500)
-    });
-    if due {
-        *last = Some(now);
-    }
-    due
-}
-
 /// How long to wait after the n-th consecutive failed reconciliation of one rollout: 1 s,
 /// doubling, at most a minute.
 pub fn retry_delay(failures: u32) -> Duration {
@@ -205,6 +188,39 @@ impl Every {
         let due = last.is_none_or(|t| t.elapsed() >= self.every);
         if due {
             *last = Some(std::time::Instant::now());
+        }
+        due
+    }
+
+    fn reset(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Something a tick does every `every` by the ticks' own clock (`now`), so that it follows
+/// the schedule in tests with a synthetic clock too: due at the first look after `reset`.
+struct ByTickClock {
+    every: Duration,
+    last: Mutex<Option<Timestamp>>,
+}
+
+impl ByTickClock {
+    fn new(every: Duration) -> Self {
+        ByTickClock {
+            every,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether it is due at `now` (and if so, it is recorded as done). Half a tick of slack:
+    /// ticks drift by milliseconds, and what is due at 2 s must not slip to 3 s.
+    fn due(&self, now: Timestamp) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|t| {
+            now >= t + machine::as_signed(self.every) - jiff::SignedDuration::from_millis(500)
+        });
+        if due {
+            *last = Some(now);
         }
         due
     }
@@ -275,8 +291,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             retries: Mutex::new(HashMap::new()),
             health: None,
             history: None,
-            peek_every: PEEK_EVERY,
-            last_peek: Mutex::new(None),
+            peeks: ByTickClock::new(PEEK_EVERY),
             peeking: std::sync::atomic::AtomicBool::new(false),
             outbound: outbound.clone(),
             hook_calls: outbound.map(|o| hooks::HookCalls::new(o, metrics.clone())),
@@ -287,8 +302,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             label_sweep: Every::new(LABEL_SWEEP_EVERY),
             orphan_sweep: Every::new(SWEEP_EVERY),
             lists: lists::Lists::default(),
-            list_max_age: LIST_MAX_AGE,
-            lists_renewed: Mutex::new(None),
+            list_ages: ByTickClock::new(LIST_MAX_AGE),
         }
     }
 
@@ -303,32 +317,33 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
 
     /// How often to look at the evidence between checks; `Duration::ZERO` turns it off.
     pub fn with_peek_every(mut self, every: Duration) -> Self {
-        self.peek_every = every;
+        self.peeks.every = every;
         self
     }
 
     /// Whether this tick takes the look between checks: if so, it is recorded and the look
     /// is in flight until the returned guard is dropped.
     fn peek_is_due(&self, now: Timestamp) -> Option<Peeking<'_>> {
-        if self.peek_every.is_zero() || self.peeking.swap(true, std::sync::atomic::Ordering::AcqRel)
+        if self.peeks.every.is_zero()
+            || self.peeking.swap(true, std::sync::atomic::Ordering::AcqRel)
         {
             return None;
         }
         let guard = Peeking(&self.peeking);
-        due_every(&self.last_peek, self.peek_every, now).then_some(guard)
+        self.peeks.due(now).then_some(guard)
     }
 
     /// How long a namespace's list of Services or routes may be used before it is read again
     /// (`--list-max-age`): a change by someone else shows within it; the analyzer's own
     /// writes are in the lists at once.
     pub fn with_list_max_age(mut self, age: Duration) -> Self {
-        self.list_max_age = age;
+        self.list_ages.every = age;
         self
     }
 
-    /// A new generation of lists when the current one is `list_max_age` old.
+    /// A new generation of lists when the current one is `--list-max-age` old.
     fn age_lists(&self, now: Timestamp) {
-        if due_every(&self.lists_renewed, self.list_max_age, now) {
+        if self.list_ages.due(now) {
             self.lists.renew();
         }
     }
@@ -358,7 +373,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         self.lists.clear();
-        *self.lists_renewed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.list_ages.reset();
     }
 
     /// Ticks every `every` until the task is dropped. Ticks do not drift: a slow tick is
@@ -627,7 +642,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             })
             .collect();
         // Between checks, a look at the evidence so far for every Progressing canary, at
-        // most every `peek_every` (decisive evidence rolls back at once, see
+        // most every `peeks.every` (decisive evidence rolls back at once, see
         // `machine::peek_due`). Peeks ride in the checks' queries, all but the p99
         // (`gates::batch_queries`), and wait for a look still in flight.
         let peeking = full.then(|| self.peek_is_due(now)).flatten();
@@ -639,7 +654,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                         &items[i].state,
                         &items[i].settings,
                         items[i].twin == TwinStatus::Ready,
-                        self.peek_every,
+                        self.peeks.every,
                         now,
                     )
                 })
