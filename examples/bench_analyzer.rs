@@ -559,11 +559,13 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
         if elapsed % 10 == 0 {
             let encoded = metrics.encode();
             println!(
-                "t={elapsed:>4}s RSS {:>6.1} MiB, queries {:>5}, kube calls {:>7}, checks {:>6}",
+                "t={elapsed:>4}s RSS {:>6.1} MiB, queries {:>5}, kube calls {:>7}, checks {:>6}, events dropped {:>6}, ticks skipped {:>3}",
                 mib(p.rss_kib),
                 metric_sum(&encoded, "canary_gate_prometheus_queries_total"),
                 metric_sum(&encoded, "canary_gate_kube_calls_total"),
                 metric_sum(&encoded, "canary_gate_checks_total"),
+                metric_sum(&encoded, "canary_gate_events_dropped_total"),
+                metric_sum(&encoded, "canary_gate_ticks_skipped_total"),
             );
         }
     }
@@ -755,6 +757,10 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
             *n as f64 / rollouts.max(1) as f64
         );
     }
+    println!(
+        "  Events dropped (the API budget was in use by rollout writes): {:.0}",
+        metric_sum(&encoded, "canary_gate_events_dropped_total")
+    );
     println!("Kubernetes API reads (counted by the API server):");
     for (call, n) in &reads {
         println!("  {call:<30} {n:>8} = {:>7.1}/s", *n as f64 / run_elapsed);

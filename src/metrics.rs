@@ -101,6 +101,8 @@ pub struct Metrics {
     pub tick_duration: Histogram,
     /// Scheduled ticks not started because earlier ones were still writing.
     pub ticks_skipped: Counter,
+    /// Kubernetes Events left out because the API budget was in use by rollout writes.
+    pub events_dropped: Counter,
     pub prometheus_query_duration: Histogram,
     pub prometheus_response_bytes: Histogram,
     pub leader: Gauge,
@@ -199,6 +201,12 @@ impl Metrics {
             "Scheduled analyzer ticks not started because earlier ticks were still writing",
             ticks_skipped.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Kubernetes Events not written because the API budget was in use by rollout writes",
+            events_dropped.clone(),
+        );
         let prometheus_query_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
             "prometheus_query_duration_seconds",
@@ -251,6 +259,7 @@ impl Metrics {
             tick_lateness,
             tick_duration,
             ticks_skipped,
+            events_dropped,
             prometheus_query_duration,
             prometheus_response_bytes,
             leader,

@@ -362,11 +362,16 @@ fn pointer(tokens: &[&str]) -> PointerBuf {
     let mut path = String::with_capacity(tokens.iter().map(|t| t.len() + 4).sum());
     for token in tokens {
         path.push('/');
-        for c in token.chars() {
-            match c {
-                '~' => path.push_str("~0"),
-                '/' => path.push_str("~1"),
-                c => path.push(c),
+        for (i, part) in token.split('/').enumerate() {
+            if i > 0 {
+                path.push_str("~1");
+            }
+            // `~` is rare in a key: copy whole runs, escape only where needed.
+            for (j, run) in part.split('~').enumerate() {
+                if j > 0 {
+                    path.push_str("~0");
+                }
+                path.push_str(run);
             }
         }
     }
@@ -409,6 +414,7 @@ mod tests {
         for tokens in [
             &["metadata", "annotations", ann::PHASE][..],
             &["metadata", "labels", "a~b/c~1"],
+            &["~/~", "//", "~~"],
             &["spec", "paused"],
             &[""],
         ] {

@@ -22,6 +22,10 @@ use crate::rollout::machine::EventType;
 
 pub const FIELD_MANAGER: &str = "canary-gate";
 
+/// How long an Event may wait for the client's budget (`Limiter::admit_spare`) before it is
+/// dropped: no longer than a rollout's writes wait when the API server keeps up.
+const EVENT_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Why no client could be built for the CLI's commands.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -153,7 +157,18 @@ impl KubeCluster {
         name: &'static str,
         fut: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, KubeError> {
-        let _permit = self.limiter.admit().await;
+        let permit = self.limiter.admit().await;
+        self.send(name, permit, fut).await
+    }
+
+    /// Sends one call admitted by the limiter (`permit`, held until the answer), with its
+    /// timeout, and counts its outcome.
+    async fn send<T>(
+        &self,
+        name: &'static str,
+        _permit: Option<tokio::sync::SemaphorePermit<'_>>,
+        fut: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, KubeError> {
         let timeout = self.limiter.limits().timeout;
         let result = match tokio::time::timeout(timeout, fut).await {
             Err(_) => Err(KubeError::Timeout(timeout)),
@@ -499,8 +514,20 @@ impl Cluster for KubeCluster {
             .clone()
             .unwrap_or_else(|| "default".into());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        self.call("create event", api.create(&PostParams::default(), &event))
-            .await
-            .map(|_| ())
+        // Events are best effort, as in client-go: when the budget is taken by the rollouts'
+        // writes they are dropped and counted; the state annotations, `canary-gate status`
+        // and the notifications still tell.
+        let Some(permit) = self.limiter.admit_spare(EVENT_MAX_WAIT).await else {
+            self.metrics.events_dropped.inc();
+            tracing::debug!(reason, "event dropped: the API budget is in use");
+            return Ok(());
+        };
+        self.send(
+            "create event",
+            Some(permit),
+            api.create(&PostParams::default(), &event),
+        )
+        .await
+        .map(|_| ())
     }
 }

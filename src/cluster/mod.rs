@@ -169,7 +169,8 @@ pub trait Cluster: Send + Sync + 'static {
         ns: &str,
         name: &str,
     ) -> impl Future<Output = Result<(), KubeError>> + Send;
-    /// A Kubernetes Event on the Deployment (`kubectl describe deploy` shows it).
+    /// A Kubernetes Event on the Deployment (`kubectl describe deploy` shows it). Best
+    /// effort: the real client drops one rather than hold up rollout writes (`Limiter::admit_spare`).
     fn event(
         &self,
         d: &Deployment,
