@@ -454,6 +454,39 @@ fn phases(deployments: &[Arc<Deployment>]) -> BTreeMap<String, usize> {
     out
 }
 
+/// The API server's newest resourceVersion (the fake's `/fake/version`, not counted).
+async fn api_version(api_addr: &std::net::SocketAddr) -> anyhow::Result<u64> {
+    let body = reqwest::get(format!("http://{api_addr}/fake/version"))
+        .await?
+        .text()
+        .await?;
+    Ok(body.trim().parse()?)
+}
+
+/// The newest resourceVersion among the cached Deployments (the fake numbers them).
+fn newest_version(deployments: &[Arc<Deployment>]) -> u64 {
+    deployments
+        .iter()
+        .filter_map(|d| d.metadata.resource_version.as_deref()?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// At most how long ago the API server held `cached` as its newest version: the time since
+/// the last sample that did not yet have it (1 s while the cache keeps up; zero when it
+/// holds the latest sample's version). Deployments change every second in this benchmark;
+/// where none did for a while, this would overstate the lag.
+fn watch_lag(versions: &[(Instant, u64)], cached: u64) -> Duration {
+    let Some(&(now, _)) = versions.last() else {
+        return Duration::ZERO;
+    };
+    match versions.partition_point(|&(_, v)| v < cached) {
+        first if first == versions.len() => Duration::ZERO,
+        0 => now.saturating_duration_since(versions[0].0),
+        first => now.saturating_duration_since(versions[first - 1].0),
+    }
+}
+
 /// Mean and the bound of the bucket holding the 99th percentile of a histogram.
 fn histogram_summary(encoded: &str, name: &str) -> (f64, f64, f64) {
     let count = metric_sum(encoded, &format!("{name}_count"));
@@ -550,22 +583,30 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
     let task = tokio::spawn(analyzer.clone().run(TICK, leader_rx, Some(changed)));
     let mut samples = vec![Probe::read_self()];
     let mut sampler = tokio::time::interval(Duration::from_secs(1));
+    // How far the watch cache is behind the API server: (when, the API server's newest
+    // version) each second, against the newest version the cache holds.
+    let mut versions: Vec<(Instant, u64)> = Vec::new();
+    let mut lags: Vec<Duration> = Vec::new();
     sampler.tick().await;
     while run_started.elapsed() < Duration::from_secs(duration_s) {
         sampler.tick().await;
         let p = Probe::read_self();
         samples.push(p);
+        versions.push((Instant::now(), api_version(&api_addr).await?));
+        let lag = watch_lag(&versions, newest_version(&cluster.deployments().await?));
+        lags.push(lag);
         let elapsed = run_started.elapsed().as_secs();
         if elapsed % 10 == 0 {
             let encoded = metrics.encode();
             println!(
-                "t={elapsed:>4}s RSS {:>6.1} MiB, queries {:>5}, kube calls {:>7}, checks {:>6}, events dropped {:>6}, ticks skipped {:>3}",
+                "t={elapsed:>4}s RSS {:>6.1} MiB, queries {:>5}, kube calls {:>7}, checks {:>6}, events dropped {:>6}, ticks skipped {:>3}, watch lag ≤{:>3}s",
                 mib(p.rss_kib),
                 metric_sum(&encoded, "canary_gate_prometheus_queries_total"),
                 metric_sum(&encoded, "canary_gate_kube_calls_total"),
                 metric_sum(&encoded, "canary_gate_checks_total"),
                 metric_sum(&encoded, "canary_gate_events_dropped_total"),
                 metric_sum(&encoded, "canary_gate_ticks_skipped_total"),
+                lag.as_secs(),
             );
         }
     }
@@ -583,6 +624,37 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
             .await?;
         serde_json::from_str(&body)?
     };
+    // What the API server holds at the end, against the watch cache (read after the calls,
+    // so it is not counted among them).
+    let stored: Vec<Arc<Deployment>> = {
+        let body = reqwest::get(format!(
+            "http://{api_addr}/apis/apps/v1/deployments?labelSelector={}",
+            canary_gate::annotations::ROLLOUT_LABEL
+        ))
+        .await?
+        .bytes()
+        .await?;
+        let list: k8s_openapi::List<Deployment> = serde_json::from_slice(&body)?;
+        list.items.into_iter().map(Arc::new).collect()
+    };
+    let cached_versions: BTreeMap<(Option<&str>, Option<&str>), Option<&str>> = final_deployments
+        .iter()
+        .map(|d| {
+            let m = &d.metadata;
+            (
+                (m.namespace.as_deref(), m.name.as_deref()),
+                m.resource_version.as_deref(),
+            )
+        })
+        .collect();
+    let behind = stored
+        .iter()
+        .filter(|d| {
+            let m = &d.metadata;
+            cached_versions.get(&(m.namespace.as_deref(), m.name.as_deref()))
+                != Some(&m.resource_version.as_deref())
+        })
+        .count();
     let prom_probe = prom_pid.as_deref().and_then(Probe::read);
     let feeder_probe = Probe::read(&feeder.id().to_string());
     let api_probe = Probe::read(&apiserver.id().to_string());
@@ -745,6 +817,24 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
     for (phase, n) in phases(&final_deployments) {
         println!("  {phase:<18} {n}");
     }
+    lags.sort();
+    let lag_at = |q: f64| {
+        lags.get(((lags.len() as f64 * q) as usize).min(lags.len().saturating_sub(1)))
+            .map_or(0, Duration::as_secs)
+    };
+    println!(
+        "Watch cache against the API server: lag p50 ≤{}s p99 ≤{}s max ≤{}s (sampled each second; the age of the newest version the cache holds); at the end {behind} of {} Deployments differ",
+        lag_at(0.5),
+        lag_at(0.99),
+        lags.last().map_or(0, Duration::as_secs),
+        stored.len()
+    );
+    if behind > 0 {
+        println!("Rollouts by phase at the end (from the API server):");
+        for (phase, n) in phases(&stored) {
+            println!("  {phase:<18} {n}");
+        }
+    }
     println!(
         "Kubernetes API writes (counted by the API server): {total_writes} = {:.1}/s, {:.2} per rollout",
         total_writes as f64 / run_elapsed,
@@ -779,6 +869,8 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
     report_child("API server child (in-memory, all Deployments)", api_probe);
     for l in encoded.lines().filter(|l| {
         l.starts_with("canary_gate_prometheus_queries_total")
+            || l.starts_with("canary_gate_checks_total")
+            || l.starts_with("canary_gate_decisions_total")
             || (l.starts_with("canary_gate_kube_calls_total") && !l.contains("Success"))
     }) {
         println!("  {l}");

@@ -354,6 +354,11 @@ async fn handle(
         let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
         return ok(StatusCode::OK, &json!(store.calls));
     }
+    // The newest resourceVersion, uncounted: how far behind a watch is (the benchmark).
+    if uri.path() == "/fake/version" {
+        let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+        return ok(StatusCode::OK, &json!(store.version));
+    }
     let Some(target) = parse_path(uri.path()) else {
         return status(
             StatusCode::NOT_FOUND,
