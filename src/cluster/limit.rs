@@ -1,7 +1,9 @@
 //! How hard the analyzer may press the API server: at most `max_in_flight` calls at once and
 //! `qps` calls per second on average (bursts of up to `burst`). Thousands of rollouts stepping
 //! in the same second queue here instead of flooding the API server; the timeout of each call
-//! starts when it is sent, not while it waits its turn.
+//! starts when it is sent, not while it waits its turn. Events are the one kind of call that
+//! may be left out: they use what the budget has idle, and at most a tenth of it while other
+//! calls queue (`Buckets::take_spare`).
 
 use std::time::Duration;
 
