@@ -586,7 +586,7 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
     // How far the watch cache is behind the API server: (when, the API server's newest
     // version) each second, against the newest version the cache holds.
     let mut versions: Vec<(Instant, u64)> = Vec::new();
-    let mut lags: Vec<Duration> = Vec::new();
+    let mut lags: Vec<f64> = Vec::new();
     sampler.tick().await;
     while run_started.elapsed() < Duration::from_secs(duration_s) {
         sampler.tick().await;
@@ -594,7 +594,7 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
         samples.push(p);
         versions.push((Instant::now(), api_version(&api_addr).await?));
         let lag = watch_lag(&versions, newest_version(&cluster.deployments().await?));
-        lags.push(lag);
+        lags.push(lag.as_secs_f64());
         let elapsed = run_started.elapsed().as_secs();
         if elapsed % 10 == 0 {
             let encoded = metrics.encode();
@@ -817,16 +817,12 @@ async fn bench(args: Args, start: Probe) -> anyhow::Result<()> {
     for (phase, n) in phases(&final_deployments) {
         println!("  {phase:<18} {n}");
     }
-    lags.sort();
-    let lag_at = |q: f64| {
-        lags.get(((lags.len() as f64 * q) as usize).min(lags.len().saturating_sub(1)))
-            .map_or(0, Duration::as_secs)
-    };
+    lags.sort_by(f64::total_cmp);
     println!(
-        "Watch cache against the API server: lag p50 ≤{}s p99 ≤{}s max ≤{}s (sampled each second; the age of the newest version the cache holds); at the end {behind} of {} Deployments differ",
-        lag_at(0.5),
-        lag_at(0.99),
-        lags.last().map_or(0, Duration::as_secs),
+        "Watch cache against the API server: lag p50 ≤{:.0}s p99 ≤{:.0}s max ≤{:.0}s (sampled each second; the age of the newest version the cache holds); at the end {behind} of {} Deployments differ",
+        percentile(&lags, 50.0),
+        percentile(&lags, 99.0),
+        percentile(&lags, 100.0),
         stored.len()
     );
     if behind > 0 {

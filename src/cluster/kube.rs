@@ -481,6 +481,15 @@ impl Cluster for KubeCluster {
         // (quadratic at thousands of rollouts).
         use k8s_openapi::api::events::v1::Event;
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+        // Events are best effort, as in client-go: when the budget is taken by the rollouts'
+        // writes they are dropped and counted (before any is built); the state annotations,
+        // `canary-gate status` and the notifications still tell.
+        let Some(permit) = self.limiter.admit_spare(EVENT_MAX_WAIT).await else {
+            self.metrics.events_dropped.inc();
+            tracing::debug!(reason, "event dropped: the API budget is in use");
+            return Ok(());
+        };
+        // Stamped once admitted: its time is when it is sent, not when it began to wait.
         let now = jiff::Timestamp::now();
         let reference = d.object_ref(&());
         let event = Event {
@@ -514,14 +523,6 @@ impl Cluster for KubeCluster {
             .clone()
             .unwrap_or_else(|| "default".into());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        // Events are best effort, as in client-go: when the budget is taken by the rollouts'
-        // writes they are dropped and counted; the state annotations, `canary-gate status`
-        // and the notifications still tell.
-        let Some(permit) = self.limiter.admit_spare(EVENT_MAX_WAIT).await else {
-            self.metrics.events_dropped.inc();
-            tracing::debug!(reason, "event dropped: the API budget is in use");
-            return Ok(());
-        };
         self.send(
             "create event",
             Some(permit),
