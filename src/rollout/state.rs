@@ -232,41 +232,43 @@ impl RolloutState {
         })
     }
 
-    /// Every state annotation with its value; `None` means "remove".
-    pub fn to_annotations(&self) -> BTreeMap<&'static str, Option<String>> {
+    /// Every state annotation with its value; `None` means "remove". In key order, so that
+    /// patches built from it come out the same every time; an array, not a map, because the
+    /// webhook builds one per release it starts.
+    pub fn to_annotations(&self) -> [(&'static str, Option<String>); 16] {
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        BTreeMap::from([
-            (ann::PHASE, Some(self.phase.to_string())),
-            (ann::WEIGHT, Some(self.weight.to_string())),
+        [
             (ann::CANARY_REVISION, opt(&self.canary_revision)),
-            (ann::STABLE_REVISION, opt(&self.stable_revision)),
-            (ann::STARTED_AT, Some(self.started_at.to_string())),
-            (ann::PHASE_SINCE, Some(self.phase_since.to_string())),
-            (ann::LAST_CHECK, self.last_check.map(|t| t.to_string())),
-            (ann::FAILED_CHECKS, Some(self.failed_checks.to_string())),
-            (ann::PASSED_CHECKS, Some(self.passed_checks.to_string())),
-            (
-                ann::INCONCLUSIVE_CHECKS,
-                Some(self.inconclusive_checks.to_string()),
-            ),
-            (ann::PAUSED_FROM, self.paused_from.map(|p| p.to_string())),
-            (
-                ann::UNREADY_SINCE,
-                self.unready_since.map(|t| t.to_string()),
-            ),
-            (ann::MESSAGE, opt(&self.message)),
-            (ann::GATES, opt(&self.gates)),
             (
                 ann::COUNTS,
                 (self.counts != Counts::default())
                     .then(|| serde_json::to_string(&self.counts).unwrap_or_default()),
             ),
+            (ann::FAILED_CHECKS, Some(self.failed_checks.to_string())),
+            (ann::GATES, opt(&self.gates)),
             (
                 ann::HOOKS,
                 (!self.hooks.is_empty())
                     .then(|| serde_json::to_string(&self.hooks).unwrap_or_default()),
             ),
-        ])
+            (
+                ann::INCONCLUSIVE_CHECKS,
+                Some(self.inconclusive_checks.to_string()),
+            ),
+            (ann::LAST_CHECK, self.last_check.map(|t| t.to_string())),
+            (ann::MESSAGE, opt(&self.message)),
+            (ann::PASSED_CHECKS, Some(self.passed_checks.to_string())),
+            (ann::PAUSED_FROM, self.paused_from.map(|p| p.to_string())),
+            (ann::PHASE, Some(self.phase.to_string())),
+            (ann::PHASE_SINCE, Some(self.phase_since.to_string())),
+            (ann::STABLE_REVISION, opt(&self.stable_revision)),
+            (ann::STARTED_AT, Some(self.started_at.to_string())),
+            (
+                ann::UNREADY_SINCE,
+                self.unready_since.map(|t| t.to_string()),
+            ),
+            (ann::WEIGHT, Some(self.weight.to_string())),
+        ]
     }
 }
 
@@ -319,6 +321,14 @@ mod tests {
             .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
             .collect();
         assert_eq!(RolloutState::from_annotations(&map), Ok(s));
+    }
+
+    #[test]
+    fn annotations_come_in_key_order_once_each() {
+        let s = RolloutState::pending("abc".into(), "def".into(), Timestamp::UNIX_EPOCH);
+        let keys: Vec<&str> = s.to_annotations().iter().map(|(k, _)| *k).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        assert!(keys.iter().all(|k| k.starts_with(ann::PREFIX)), "{keys:?}");
     }
 
     #[test]
