@@ -258,7 +258,8 @@ pub struct AnalyzerArgs {
     pub prometheus_timeout: Duration,
     /// How often Progressing canaries are judged between checks, for an early rollback on
     /// decisive evidence (the bake time per step stays the interval). About the Prometheus
-    /// scrape interval; 0s turns it off.
+    /// scrape interval; 0s turns it off. A look that took long spaces the next ones (five
+    /// times what it took), so looks take at most a fifth of Prometheus's time.
     #[arg(long, env = "CANARY_GATE_PEEK_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
     pub peek_interval: Duration,
     /// How long the analyzer uses a namespace's list of Services and routes before reading it

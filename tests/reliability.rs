@@ -113,6 +113,8 @@ enum Prom {
 
 struct ScriptedProm {
     mode: Mutex<Prom>,
+    /// Queries selecting this namespace time out, whatever the mode.
+    stuck_namespace: Mutex<Option<&'static str>>,
     queries: AtomicUsize,
     /// The p99 queries among them (the heaviest: every bucket of the histogram).
     p99_queries: AtomicUsize,
@@ -122,6 +124,7 @@ impl ScriptedProm {
     fn new(mode: Prom) -> Arc<Self> {
         Arc::new(ScriptedProm {
             mode: Mutex::new(mode),
+            stuck_namespace: Mutex::new(None),
             queries: AtomicUsize::new(0),
             p99_queries: AtomicUsize::new(0),
         })
@@ -149,6 +152,11 @@ fn selected(promql: &str, label: &str) -> Vec<String> {
 impl QueryApi for ScriptedProm {
     async fn query(&self, promql: &str, _at: Timestamp) -> Result<Vec<Sample>, PromError> {
         self.queries.fetch_add(1, Ordering::Relaxed);
+        if let Some(ns) = *self.stuck_namespace.lock().expect("namespace") {
+            if promql.contains(&format!("destination_workload_namespace=~\"{ns}\"")) {
+                return Err(PromError::Timeout(Duration::from_secs(5)));
+            }
+        }
         let mode = *self.mode.lock().expect("mode");
         match mode {
             Prom::Timeout => return Err(PromError::Timeout(Duration::from_secs(5))),
@@ -875,6 +883,49 @@ async fn prometheus_down_holds_weight_then_rolls_back_at_the_limit() {
         assert_no_orphans(&h, true, &ctx);
         tally(&h);
     }
+}
+
+#[tokio::test]
+async fn a_look_that_times_out_does_not_take_the_check_beside_it_along() {
+    // Two rollouts; in the same tick one is due for its check, the other for a look. The
+    // look's queries time out (as a look over thousands of canaries did on a busy
+    // Prometheus): the check, in queries of its own, passes all the same.
+    let mut h = Harness::new(Prom::Healthy, true, "30s");
+    while h.state().weight < 10 {
+        assert!(h.ticks < MAX_TICKS);
+        h.tick().await;
+    }
+    let checked_at = h.state().last_check.expect("last check");
+    let (mut other, _) =
+        admitted_deployment(&[("canary-gate.io/interval", "30s")]).expect("admitted deployment");
+    other.metadata.namespace = Some("other".into());
+    h.cluster.put_deployment(other);
+    let mut service = podinfo_service();
+    service.metadata.namespace = Some("other".into());
+    h.cluster.put_service(service);
+    let other = |h: &Harness| state_of(&h.cluster.deployment("other", NAME).expect("other"));
+    let mut t = checked_at;
+    while other(&h).weight < 10 {
+        t += SignedDuration::from_secs(1);
+        assert!(
+            t < checked_at + SignedDuration::from_secs(25),
+            "{:?}",
+            other(&h)
+        );
+        let r = h.analyzer.tick(t).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+    *h.prom.stuck_namespace.lock().expect("namespace") = Some("other");
+    let r = h.analyzer.tick(checked_at + INTERVAL).await;
+    assert_eq!((r.checks, r.peeks), (1, 1), "{r:?}");
+    let s = h.state();
+    assert_eq!(
+        (s.weight, s.inconclusive_checks),
+        (20, 0),
+        "the check passed: {s:?}"
+    );
+    let o = other(&h);
+    assert_eq!((o.phase, o.weight), (Phase::Progressing, 10), "{o:?}");
 }
 
 #[tokio::test]

@@ -62,6 +62,8 @@ pub struct Analyzer<C, Q> {
     /// A look between checks is waiting for Prometheus: the next one waits for it, so that
     /// a slow Prometheus is not sent ever more looks at once (each covers every canary).
     peeking: std::sync::atomic::AtomicBool,
+    /// What the last look between checks took, in milliseconds (`look_spacing`).
+    look_cost_ms: std::sync::atomic::AtomicU64,
     /// Rollouts a running tick is working on: a later tick, started while that one still
     /// waits for its writes, leaves them alone.
     busy: Mutex<HashMap<RolloutKey, u64>>,
@@ -110,13 +112,43 @@ impl Drop for Claim<'_> {
     }
 }
 
-/// A look between checks in flight (`Analyzer::peek_is_due`), over when dropped.
-struct Peeking<'a>(&'a std::sync::atomic::AtomicBool);
+/// A look between checks in flight (`Analyzer::peek_is_due`), over when dropped; what it
+/// took is kept for spacing the next one (`look_spacing`).
+struct Peeking<'a> {
+    in_flight: &'a std::sync::atomic::AtomicBool,
+    cost_ms: &'a std::sync::atomic::AtomicU64,
+    /// `None` once it is known that nothing will be looked at.
+    started: Option<std::time::Instant>,
+}
+
+impl Peeking<'_> {
+    /// No canary to look at: nothing is sent, and the last look's cost still stands (the
+    /// rest of the tick, its writes, is no look's cost).
+    fn unused(mut self) {
+        self.started = None;
+    }
+}
 
 impl Drop for Peeking<'_> {
     fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Release);
+        if let Some(started) = self.started {
+            let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.cost_ms.store(ms, std::sync::atomic::Ordering::Release);
+        }
+        self.in_flight
+            .store(false, std::sync::atomic::Ordering::Release);
     }
+}
+
+/// Looks between checks may take a fifth of Prometheus's time, no more.
+const LOOK_SPACING_FACTOR: u32 = 5;
+
+/// Time from the start of one look between checks to the next: `every`, or five times what
+/// the last look took if that is longer. One look covers every Progressing canary; at
+/// 10,000 of them it took seconds, and looks back to back kept Prometheus busy until the
+/// checks' own queries timed out and half the checks were inconclusive.
+fn look_spacing(every: Duration, last_cost: Duration) -> Duration {
+    every.max(last_cost.saturating_mul(LOOK_SPACING_FACTOR))
 }
 
 /// How long a wake-up from the watch waits for further events before its tick.
@@ -215,9 +247,14 @@ impl ByTickClock {
     /// Whether it is due at `now` (and if so, it is recorded as done). Half a tick of slack:
     /// ticks drift by milliseconds, and what is due at 2 s must not slip to 3 s.
     fn due(&self, now: Timestamp) -> bool {
+        self.due_after(now, self.every)
+    }
+
+    /// `due`, with `every` in place of the usual spacing.
+    fn due_after(&self, now: Timestamp, every: Duration) -> bool {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let due = last.is_none_or(|t| {
-            now >= t + machine::as_signed(self.every) - jiff::SignedDuration::from_millis(500)
+            now >= t + machine::as_signed(every) - jiff::SignedDuration::from_millis(500)
         });
         if due {
             *last = Some(now);
@@ -293,6 +330,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             history: None,
             peeks: ByTickClock::new(PEEK_EVERY),
             peeking: std::sync::atomic::AtomicBool::new(false),
+            look_cost_ms: std::sync::atomic::AtomicU64::new(0),
             outbound: outbound.clone(),
             hook_calls: outbound.map(|o| hooks::HookCalls::new(o, metrics.clone())),
             notifier: crate::outbound::notify::Notifier::disabled(),
@@ -329,8 +367,21 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
         {
             return None;
         }
-        let guard = Peeking(&self.peeking);
-        self.peeks.due(now).then_some(guard)
+        let last_cost =
+            Duration::from_millis(self.look_cost_ms.load(std::sync::atomic::Ordering::Acquire));
+        if !self
+            .peeks
+            .due_after(now, look_spacing(self.peeks.every, last_cost))
+        {
+            self.peeking
+                .store(false, std::sync::atomic::Ordering::Release);
+            return None;
+        }
+        Some(Peeking {
+            in_flight: &self.peeking,
+            cost_ms: &self.look_cost_ms,
+            started: Some(std::time::Instant::now()),
+        })
     }
 
     /// How long a namespace's list of Services or routes may be used before it is read again
@@ -643,7 +694,7 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
             .collect();
         // Between checks, a look at the evidence so far for every Progressing canary, at
         // most every `peeks.every` (decisive evidence rolls back at once, see
-        // `machine::peek_due`). Peeks ride in the checks' queries, all but the p99
+        // `machine::peek_due`). Peeks are batched like the checks, without the p99
         // (`gates::batch_queries`), and wait for a look still in flight.
         let peeking = full.then(|| self.peek_is_due(now)).flatten();
         let peeks: Vec<usize> = if peeking.is_some() {
@@ -661,6 +712,14 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 .collect()
         } else {
             Vec::new()
+        };
+        // Nothing to look at: that look is over before it began.
+        let peeking = match peeking {
+            Some(p) if peeks.is_empty() => {
+                p.unused();
+                None
+            }
+            p => p,
         };
         let mut analyses: HashMap<usize, Analysis> = HashMap::new();
         let mut peeked: HashMap<usize, Analysis> = HashMap::new();
@@ -691,13 +750,35 @@ impl<C: Cluster, Q: QueryApi + 'static> Analyzer<C, Q> {
                 .filter_map(|&(i, _)| latency_bucket(items[i].settings.max_p99_ms))
                 .collect();
             let [checks, looks] = groups.map(|g| g.into_iter().collect::<Vec<_>>());
-            let (batch, queries) = self.batch(&checks, &looks, &les, now).await;
-            drop(peeking);
-            report.queries += queries;
+            // Checks and looks in queries of their own, at the same time: a look covers every
+            // Progressing canary and may take seconds, and a check waiting on it would time
+            // out with it (inconclusive) for nothing it needed.
+            let checking = async {
+                if checks.is_empty() {
+                    None
+                } else {
+                    Some(self.batch(&checks, &[], &les, now).await)
+                }
+            };
+            let looking = async {
+                let looked = if looks.is_empty() {
+                    None
+                } else {
+                    Some(self.batch(&[], &looks, &les, now).await)
+                };
+                // What the look took is its own queries' time (`look_spacing`).
+                drop(peeking);
+                looked
+            };
+            let (checked, looked) = futures::join!(checking, looking);
+            report.queries += checked.as_ref().map_or(0, |(_, q)| *q);
+            report.queries += looked.as_ref().map_or(0, |(_, q)| *q);
+            let missing: BatchResult = Err("no query was sent for this window".into());
             for (i, window) in measured_items {
                 let it = &items[i];
                 let is_check = due_set.contains(&i);
-                let data = match &batch {
+                let batch = if is_check { &checked } else { &looked };
+                let data = match batch.as_ref().map_or(&missing, |(b, _)| b) {
                     Err(e) => Err(e.clone()),
                     Ok(b) => {
                         let canary = Workload {
@@ -1347,6 +1428,35 @@ mod tests {
             "2 s after the last look taken"
         );
         assert!(a.peek_is_due(at(5)).is_some());
+    }
+
+    #[test]
+    fn a_slow_look_between_checks_spaces_the_next_ones() {
+        let a = analyzer();
+        let t0 = Timestamp::now();
+        let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
+        drop(a.peek_is_due(t0).expect("the first look is due"));
+        // The look just dropped took no time: the usual 2 s.
+        assert!(a.peek_is_due(at(1)).is_none());
+        let second = a.peek_is_due(at(2)).expect("2 s later");
+        drop(second);
+        // As if that look had waited 3 s for Prometheus: the next one 15 s after its start.
+        a.look_cost_ms
+            .store(3_000, std::sync::atomic::Ordering::Release);
+        assert!(a.peek_is_due(at(16)).is_none(), "14 s after the slow look");
+        let third = a.peek_is_due(at(17)).expect("15 s after it");
+        // Nothing to look at this time: the slow look's cost still spaces the next.
+        third.unused();
+        assert!(
+            a.peek_is_due(at(31)).is_none(),
+            "14 s after the unused look"
+        );
+        assert!(a.peek_is_due(at(32)).is_some(), "15 s after it");
+        assert_eq!(
+            look_spacing(Duration::from_secs(2), Duration::from_millis(100)),
+            Duration::from_secs(2),
+            "a fast look keeps the interval"
+        );
     }
 
     #[test]
