@@ -362,6 +362,14 @@ impl Harness {
         report
     }
 
+    /// Ticks on until the rollout has reached `weight` (within `MAX_TICKS`).
+    async fn tick_to_weight(&mut self, weight: u32) {
+        while self.state().weight < weight {
+            assert!(self.ticks < MAX_TICKS, "never reached {weight} %");
+            self.tick().await;
+        }
+    }
+
     fn done(&self) -> bool {
         self.stable()
             .is_none_or(|d| state_of(&d).phase.is_terminal())
@@ -838,10 +846,7 @@ async fn prometheus_down_holds_weight_then_rolls_back_at_the_limit() {
         let ctx = format!("{outage:?}");
         let mut h = Harness::new(Prom::Healthy, true, "30s");
         // Healthy up to 20 %.
-        while h.state().weight < 20 {
-            assert!(h.ticks < MAX_TICKS);
-            h.tick().await;
-        }
+        h.tick_to_weight(20).await;
         h.prom.set(outage);
         let events_before = h.cluster.events().len();
         let mut blind = 0;
@@ -891,10 +896,7 @@ async fn a_look_that_times_out_does_not_take_the_check_beside_it_along() {
     // look's queries time out (as a look over thousands of canaries did on a busy
     // Prometheus): the check, in queries of its own, passes all the same.
     let mut h = Harness::new(Prom::Healthy, true, "30s");
-    while h.state().weight < 10 {
-        assert!(h.ticks < MAX_TICKS);
-        h.tick().await;
-    }
+    h.tick_to_weight(10).await;
     let checked_at = h.state().last_check.expect("last check");
     let (mut other, _) =
         admitted_deployment(&[("canary-gate.io/interval", "30s")]).expect("admitted deployment");
@@ -933,10 +935,7 @@ async fn looks_between_checks_send_no_p99_query() {
     // A look acts on decisive evidence only (errors, the share of slow requests), which the
     // p99 never is: it is left to the checks, being the heaviest query by far.
     let mut h = Harness::new(Prom::Healthy, true, "30s");
-    while h.state().weight < 10 {
-        assert!(h.ticks < MAX_TICKS);
-        h.tick().await;
-    }
+    h.tick_to_weight(10).await;
     let last_check = h
         .state()
         .last_check
@@ -962,9 +961,7 @@ async fn looks_between_checks_send_no_p99_query() {
 async fn prometheus_back_before_the_limit_resumes_the_rollout() {
     let r = reference(Prom::Healthy, false).await;
     let mut h = Harness::new(Prom::Healthy, false, "30s");
-    while h.state().weight < 30 {
-        h.tick().await;
-    }
+    h.tick_to_weight(30).await;
     h.prom.set(Prom::Down);
     for _ in 0..9 {
         h.tick().await;
@@ -986,9 +983,7 @@ async fn restart_while_prometheus_is_down_keeps_the_blind_count() {
     // The count of blind checks lives in the cluster: a restart neither resets it (rolling
     // back later than the limit) nor double counts.
     let mut h = Harness::new(Prom::Healthy, true, "30s");
-    while h.state().weight < 20 {
-        h.tick().await;
-    }
+    h.tick_to_weight(20).await;
     h.prom.set(Prom::Timeout);
     let mut blind = 0;
     while !h.done() {
@@ -1009,10 +1004,7 @@ async fn restart_while_prometheus_is_down_keeps_the_blind_count() {
 
 async fn progressing_at(weight: u32, adopt: impl Into<Routes>) -> Harness {
     let mut h = Harness::new(Prom::Healthy, adopt, "30s");
-    while h.state().weight < weight {
-        assert!(h.ticks < MAX_TICKS);
-        h.tick().await;
-    }
+    h.tick_to_weight(weight).await;
     assert_eq!(h.state().phase, Phase::Progressing);
     h
 }
